@@ -1,0 +1,177 @@
+# KafkaChannel operator. `make help` lists the targets.
+
+# Images (make deploy IMG=... wires them into the manifests).
+VERSION ?= 0.1.0
+IMAGE_REGISTRY ?= ghcr.io/kafkachannel
+IMG ?= $(IMAGE_REGISTRY)/kafkachannel-manager:v$(VERSION)
+DISPATCHER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-dispatcher:v$(VERSION)
+RECEIVER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-receiver:v$(VERSION)
+CONTAINER_TOOL ?= docker
+
+# Tools and envtest binaries are cached per user, outside the clone: a fresh clone on the same
+# machine (CI) reuses them instead of rebuilding kube-apiserver for ten minutes.
+CACHE_DIR ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/kafkachannel
+TOOLBIN ?= $(CACHE_DIR)/tools
+LOCALBIN ?= $(CURDIR)/bin
+ENVTEST_K8S_VERSION ?= 1.35.4
+ENVTEST_ETCD_VERSION ?= 3.6.5
+ENVTEST_ASSETS ?= $(CACHE_DIR)/envtest/k8s/$(ENVTEST_K8S_VERSION)-linux-amd64
+
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+GOLANGCI_LINT_VERSION ?= v2.15.0
+OPERATOR_SDK_VERSION ?= v1.42.2
+
+CONTROLLER_GEN ?= $(TOOLBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
+GOLANGCI_LINT ?= $(TOOLBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
+OPERATOR_SDK ?= $(TOOLBIN)/operator-sdk-$(OPERATOR_SDK_VERSION)
+KUBECTL ?= kubectl
+KUSTOMIZE ?= $(KUBECTL) kustomize
+
+GO_TEST_FLAGS ?= -timeout 30m
+LDFLAGS ?= -s -w -X github.com/kafkachannel/kafkachannel/internal/version.Version=$(VERSION)
+BINARIES := manager dispatcher receiver localstack eventdisplay
+
+SHELL = /usr/bin/env bash -o pipefail
+.SHELLFLAGS = -ec
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "\nUsage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD and the manager's ClusterRole from the Go markers.
+	$(CONTROLLER_GEN) crd paths="./api/..." output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths="./controllers/..." output:rbac:artifacts:config=config/rbac
+
+.PHONY: generate
+generate: controller-gen ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./api/..."
+
+.PHONY: verify-generated
+verify-generated: ## Fail if generated files differ from what the generators write now.
+	@./hack/verify-generated.sh "$(MAKE)"
+
+.PHONY: fmt
+fmt: ## Run gofmt on the code.
+	gofmt -l -w $$(git ls-files '*.go' | grep -v '^vendor/')
+
+.PHONY: fmt-check
+fmt-check: ## Fail if gofmt would change a file.
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: lint
+lint: golangci-lint ## Run golangci-lint.
+	$(GOLANGCI_LINT) run ./...
+
+.PHONY: test
+test: verify-generated fmt-check vet lint envtest kcat ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
+	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
+	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
+
+.PHONY: test-unit
+test-unit: ## Run only the tests that need neither envtest nor the local stack.
+	go test -short ./...
+
+##@ Build
+
+.PHONY: build
+build: ## Build every binary into bin/.
+	@mkdir -p $(LOCALBIN)
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/manager .
+	for b in dispatcher receiver localstack eventdisplay; do \
+	  CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/$$b ./cmd/$$b || exit 1; done
+
+.PHONY: run
+run: manifests generate ## Run the manager against the cluster in ~/.kube/config.
+	go run . --leader-elect=false
+
+.PHONY: demo
+demo: build envtest ## Run the whole system locally (kube-apiserver, Kafka, manager, data plane) and show it working.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(LOCALBIN)/localstack demo --bin $(LOCALBIN)
+
+.PHONY: docker-build
+docker-build: ## Build the manager, dispatcher and receiver images.
+	for t in manager dispatcher receiver; do \
+	  img=$$( [ $$t = manager ] && echo $(IMG) || { [ $$t = dispatcher ] && echo $(DISPATCHER_IMG) || echo $(RECEIVER_IMG); } ); \
+	  $(CONTAINER_TOOL) build --target $$t --build-arg VERSION=$(VERSION) -t $$img . || exit 1; done
+
+.PHONY: docker-push
+docker-push: ## Push the three images.
+	$(CONTAINER_TOOL) push $(IMG)
+	$(CONTAINER_TOOL) push $(DISPATCHER_IMG)
+	$(CONTAINER_TOOL) push $(RECEIVER_IMG)
+
+.PHONY: kind-load
+kind-load: ## Load the three images into a kind cluster.
+	kind load docker-image $(IMG) $(DISPATCHER_IMG) $(RECEIVER_IMG)
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRD into the cluster in ~/.kube/config.
+	$(KUSTOMIZE) config/crd | $(KUBECTL) apply --server-side -f -
+
+.PHONY: uninstall
+uninstall: manifests ## Remove the CRD.
+	$(KUSTOMIZE) config/crd | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster in ~/.kube/config.
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL) apply --server-side -f -
+
+.PHONY: undeploy
+undeploy: ## Remove the operator.
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: bundle
+bundle: manifests operator-sdk ## Regenerate the OLM bundle in bundle/.
+	./hack/bundle.sh "$(OPERATOR_SDK)" "$(VERSION)" "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)"
+
+##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))
+
+.PHONY: envtest
+envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd for envtest (~10 min the first time on 2 cores).
+$(ENVTEST_ASSETS)/kube-apiserver:
+	K8S_VERSION=$(ENVTEST_K8S_VERSION) ETCD_VERSION=$(ENVTEST_ETCD_VERSION) ./hack/build-envtest.sh "$(ENVTEST_ASSETS)"
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	@echo "building controller-gen $(CONTROLLER_TOOLS_VERSION) (about 2 minutes, once per machine)"
+	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: golangci-lint
+golangci-lint: $(GOLANGCI_LINT)
+$(GOLANGCI_LINT):
+	@echo "building golangci-lint $(GOLANGCI_LINT_VERSION) (about 3 minutes, once per machine)"
+	$(call go-install-tool,$(GOLANGCI_LINT),github.com/golangci/golangci-lint/v2/cmd/golangci-lint,$(GOLANGCI_LINT_VERSION))
+
+.PHONY: operator-sdk
+operator-sdk: $(OPERATOR_SDK)
+$(OPERATOR_SDK):
+	@echo "building operator-sdk $(OPERATOR_SDK_VERSION) (about 7 minutes, once per machine)"
+	./hack/build-operator-sdk.sh "$(OPERATOR_SDK)" "$(OPERATOR_SDK_VERSION)"
+
+.PHONY: kcat
+kcat: ## Install kcat (a librdkafka client) for the interop tests, from Debian's packages.
+	@command -v kcat >/dev/null || { echo "installing kcat (Debian package)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq kcat >/dev/null; }
+
+# go-install-tool builds a pinned tool into a versioned file name.
+define go-install-tool
+@[ -f "$(1)" ] || { set -e; mkdir -p $(dir $(1)); \
+  d=$$(mktemp -d); GOBIN=$$d go install $(2)@$(3); mv "$$d"/* "$(1)"; rm -rf "$$d"; }
+endef

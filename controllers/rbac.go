@@ -1,0 +1,15 @@
+// Package controllers holds the manager's KafkaChannel reconciler.
+package controllers
+
+// The manager's permissions, generated into config/rbac/role.yaml. Deployments and Services it
+// owns live in the operator namespace and channel Services in channel namespaces, so these are
+// cluster-wide; Secrets and ConfigMaps are read-only.
+
+// +kubebuilder:rbac:groups=messaging.knative.dev,resources=kafkachannels,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups=messaging.knative.dev,resources=kafkachannels/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=messaging.knative.dev,resources=kafkachannels/finalizers,verbs=update
+// +kubebuilder:rbac:groups=apps,resources=deployments,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch

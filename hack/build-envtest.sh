@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Builds the envtest control plane (kube-apiserver + etcd) from the Go module proxy, because
+# setup-envtest's download site cannot be reached on machines that only see package registries.
+# Binaries land in setup-envtest's layout under $1 (default: a per-user cache outside the clone,
+# so a fresh clone on the same machine reuses them). Idempotent: an existing build is kept.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-1.35.4}
+ETCD_VERSION=${ETCD_VERSION:-3.6.5}
+DEST=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/kafkachannel/envtest/k8s/${K8S_VERSION}-linux-amd64}
+mkdir -p "$DEST"
+
+log() { printf '[envtest] %s\n' "$*" >&2; }
+
+if [[ -x "$DEST/kube-apiserver" && -x "$DEST/etcd" ]]; then
+  log "found kube-apiserver and etcd in $DEST"
+  exit 0
+fi
+
+# On a machine with internet the usual download is much faster; try it first, quietly.
+if [[ -z "${ENVTEST_BUILD_ONLY:-}" ]] && command -v setup-envtest >/dev/null 2>&1; then
+  if dir=$(setup-envtest use "$K8S_VERSION" -p path 2>/dev/null); then
+    cp "$dir"/kube-apiserver "$dir"/etcd "$DEST"/ && { log "downloaded with setup-envtest"; exit 0; }
+  fi
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+if [[ ! -x "$DEST/etcd" ]]; then
+  log "building etcd v${ETCD_VERSION} from the Go module proxy (about 2 minutes on 2 cores, once per machine)"
+  mkdir -p "$work/etcd" && cd "$work/etcd"
+  printf 'module envtest/etcd\n\ngo 1.25\n' > go.mod
+  go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >/dev/null 2>&1
+  go build -trimpath -o "$DEST/etcd.tmp" go.etcd.io/etcd/server/v3
+  mv "$DEST/etcd.tmp" "$DEST/etcd"
+fi
+
+if [[ ! -x "$DEST/kube-apiserver" ]]; then
+  log "building kube-apiserver v${K8S_VERSION} from the Go module proxy (8-11 minutes on 2 cores, once per machine)"
+  mkdir -p "$work/apiserver" && cd "$work/apiserver"
+  gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  minor="0.${K8S_VERSION#1.}"
+  {
+    printf 'module envtest/apiserver\n\ngo 1.25\n\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' "$K8S_VERSION"
+    # Every staging module k8s replaces with ./staging/... is published at v0.<minor>.<patch>.
+    sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/src/.*#\t\1 => \1 v'"$minor"'#p' "$gomod"
+    printf ')\n'
+  } > go.mod
+  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
+  log "resolving modules (~250 MB of downloads on a cold machine)"
+  go mod tidy >/dev/null 2>&1
+  v="v${K8S_VERSION}"; maj=1; min="${K8S_VERSION#1.}"; min="${min%%.*}"
+  ld="-s -w"
+  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$maj -X $p.gitMinor=$min"
+  done
+  log "compiling kube-apiserver (progress: this is the slow step)"
+  go build -trimpath -ldflags "$ld" -o "$DEST/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
+  mv "$DEST/kube-apiserver.tmp" "$DEST/kube-apiserver"
+fi
+log "built into $DEST"
