@@ -182,4 +182,3 @@ type Addressable struct {
 	// +optional
 	Audience *string `json:"audience,omitempty"`
 }
-
