@@ -1,0 +1,149 @@
+// Command receiver is the shared ingress of all KafkaChannels: it accepts CloudEvents posted to
+// a channel's address and writes them to the channel's Kafka topic (see package receiver). The
+// manager runs it as one Deployment for every channel; its image runs it as /receiver.
+//
+// Environment: KAFKA_SECRET_DIR (the mounted Kafka Secret, default /etc/kafka-secret),
+// POD_NAME and POD_NAMESPACE (for logs), KAFKACHANNEL_PORT_MAP (observability.Addr).
+// Ports: events on 8080, /metrics /healthz /readyz on 8081.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
+	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/receiver"
+)
+
+type options struct {
+	secretDir      string
+	maxBodyBytes   int64
+	batchTimeout   time.Duration
+	batchSize      int
+	produceTimeout time.Duration
+	shutdownGrace  time.Duration
+	logLevel       string
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.secretDir, "kafka-secret-dir", envOr("KAFKA_SECRET_DIR", "/etc/kafka-secret"),
+		"directory of the mounted Kafka Secret (env KAFKA_SECRET_DIR)")
+	flag.Int64Var(&o.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes,
+		"largest event body accepted; larger ones get 413; the default is Kafka's default max.message.bytes")
+	flag.DurationVar(&o.batchTimeout, "batch-timeout", receiver.DefaultBatchTimeout,
+		"how long a record waits for others to share its produce request")
+	flag.IntVar(&o.batchSize, "batch-size", receiver.DefaultBatchSize, "most records in one produce request per partition")
+	flag.DurationVar(&o.produceTimeout, "produce-timeout", receiver.DefaultProduceTimeout,
+		"how long to wait for Kafka's acknowledgement before answering 503")
+	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second,
+		"on SIGTERM, how long requests in flight may take to finish")
+	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "receiver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	log, _ := observability.NewLogger("receiver", level)
+	log = log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	ctrllog.SetLogger(log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	kc, err := kafkaconn.ReadDir(o.secretDir)
+	if err != nil {
+		return err
+	}
+	log.Info("kafka connection", "kafka", kc.String())
+
+	restCfg, err := ctrlconfig.GetConfig()
+	if err != nil {
+		return fmt.Errorf("finding the Kubernetes API: %w", err)
+	}
+
+	reg := observability.NewRegistry()
+	admin := &observability.AdminServer{Addr: observability.Addr(observability.MetricsPort), Registry: reg, Log: log}
+	admin.AddLivenessCheck("process", func() error { return nil })
+	var shuttingDown atomic.Bool
+	admin.AddReadinessCheck("shutdown", func() error {
+		if shuttingDown.Load() {
+			return errors.New("shutting down")
+		}
+		return nil
+	})
+	if err := admin.Start(); err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = admin.Shutdown(sctx)
+	}()
+
+	idx := receiver.NewIndex()
+	synced, err := receiver.WatchChannels(ctx, restCfg, idx)
+	if err != nil {
+		return err
+	}
+	admin.AddReadinessCheck("channels", synced)
+	log.Info("channel cache synced", "channels", idx.Len())
+
+	writer := receiver.NewWriter(kc, receiver.WriterOptions{
+		BatchTimeout:    o.batchTimeout,
+		BatchSize:       o.batchSize,
+		MaxMessageBytes: o.maxBodyBytes + 64<<10,
+	})
+	rcv, err := receiver.New(receiver.Config{
+		Channels:       idx,
+		Writer:         writer,
+		Kafka:          kc,
+		Registry:       reg,
+		Log:            log,
+		MaxBodyBytes:   o.maxBodyBytes,
+		ProduceTimeout: o.produceTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	addr := observability.Addr(observability.IngressPort)
+	log.Info("receiving events", "addr", addr)
+	go func() {
+		<-ctx.Done()
+		// Readiness fails first so the Service stops sending new connections our way.
+		shuttingDown.Store(true)
+		log.Info("shutting down: finishing requests in flight and flushing the Kafka writer")
+	}()
+	if err := rcv.Run(ctx, addr, o.shutdownGrace); err != nil {
+		return fmt.Errorf("shutting down: %w", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}

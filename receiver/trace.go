@@ -1,0 +1,82 @@
+package receiver
+
+import (
+	"context"
+	"strings"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2/event"
+	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/contrib/propagators/b3"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/propagation"
+)
+
+// CloudEvents distributed tracing extension attributes.
+const (
+	extTraceParent = "traceparent"
+	extTraceState  = "tracestate"
+)
+
+// incomingPropagator reads the trace context of a request. The global propagator is whatever
+// the tracing setup installed (a no-op until then); W3C Trace Context and B3 (single and
+// multi header) are always understood, so senders' traces continue even before that. W3C runs
+// last and so wins when a request carries both.
+func incomingPropagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(
+		otel.GetTextMapPropagator(),
+		b3.New(),
+		propagation.TraceContext{},
+		propagation.Baggage{},
+	)
+}
+
+// setTraceExtension puts the current span's context into the event as the CloudEvents
+// distributed tracing extension, unless the event already carries one: that one names the
+// event's origin, which a hop must not replace.
+func setTraceExtension(ctx context.Context, e *cloudevents.Event) {
+	if _, ok := e.Extensions()[extTraceParent]; ok {
+		return
+	}
+	carrier := propagation.MapCarrier{}
+	propagation.TraceContext{}.Inject(ctx, carrier)
+	tp := carrier.Get(extTraceParent)
+	if tp == "" {
+		return
+	}
+	e.SetExtension(extTraceParent, tp)
+	if ts := carrier.Get(extTraceState); ts != "" {
+		if _, ok := e.Extensions()[extTraceState]; !ok {
+			e.SetExtension(extTraceState, ts)
+		}
+	}
+}
+
+// headerCarrier lets an OpenTelemetry propagator write a record's headers.
+type headerCarrier struct{ msg *kafka.Message }
+
+func (c headerCarrier) Get(key string) string {
+	for i := len(c.msg.Headers) - 1; i >= 0; i-- {
+		if strings.EqualFold(c.msg.Headers[i].Key, key) {
+			return string(c.msg.Headers[i].Value)
+		}
+	}
+	return ""
+}
+
+func (c headerCarrier) Set(key, value string) {
+	for i := range c.msg.Headers {
+		if strings.EqualFold(c.msg.Headers[i].Key, key) {
+			c.msg.Headers[i].Value = []byte(value)
+			return
+		}
+	}
+	c.msg.Headers = append(c.msg.Headers, kafka.Header{Key: key, Value: []byte(value)})
+}
+
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(c.msg.Headers))
+	for _, h := range c.msg.Headers {
+		keys = append(keys, h.Key)
+	}
+	return keys
+}

@@ -1,0 +1,125 @@
+package receiver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
+)
+
+// MessageWriter writes records to Kafka and returns only once Kafka has taken them (or not).
+// *kafka.Writer from NewWriter is the production one.
+type MessageWriter interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+	Close() error
+}
+
+// Writer defaults. kafka-go's own (BatchTimeout 1 s, RequiredAcks none) would make every
+// request wait a second and answer 202 for records Kafka never confirmed.
+const (
+	// DefaultBatchTimeout bounds how long a record waits for others to share its produce request.
+	// A partition writes one batch at a time, so under load the next batch fills while the
+	// previous one is in flight; the timeout only costs latency when traffic is light.
+	DefaultBatchTimeout = time.Millisecond
+	// DefaultBatchSize is the most records in one produce request per partition.
+	DefaultBatchSize = 1000
+	// headerSlack is room for the ce_* headers on top of a body of the maximum size.
+	headerSlack = 64 << 10
+)
+
+// WriterOptions tune NewWriter; zero values take the defaults.
+type WriterOptions struct {
+	BatchTimeout time.Duration
+	BatchSize    int
+	// MaxMessageBytes is the largest record (value and headers) accepted; default
+	// DefaultMaxBodyBytes plus room for headers.
+	MaxMessageBytes int64
+}
+
+// NewWriter returns the kafka-go Writer the receiver shares across all requests and channels,
+// so concurrent requests to one partition go out in one produce request.
+func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *kafka.Writer {
+	if opts.BatchTimeout <= 0 {
+		opts.BatchTimeout = DefaultBatchTimeout
+	}
+	if opts.BatchSize <= 0 {
+		opts.BatchSize = DefaultBatchSize
+	}
+	if opts.MaxMessageBytes <= 0 {
+		opts.MaxMessageBytes = DefaultMaxBodyBytes + headerSlack
+	}
+	return &kafka.Writer{
+		Addr:      kafka.TCP(kc.Brokers...),
+		Transport: kc.Transport(),
+		// The record key comes from the partitionkey extension: equal keys land on one
+		// partition (the same FNV-1a hash as Sarama, which Knative's Kafka channels used);
+		// records without a key are spread round-robin.
+		Balancer:     &kafka.Hash{},
+		RequiredAcks: kafka.RequireAll,
+		Async:        false,
+		BatchTimeout: opts.BatchTimeout,
+		BatchSize:    opts.BatchSize,
+		BatchBytes:   opts.MaxMessageBytes,
+		// Retries cover leader moves; the receiver's produce timeout bounds the total wait.
+		MaxAttempts:     10,
+		WriteBackoffMin: 10 * time.Millisecond,
+		WriteBackoffMax: 500 * time.Millisecond,
+		// The manager creates topics with the channel's partitions and retention; a record for a
+		// missing topic must fail, not create a topic with broker defaults.
+		AllowAutoTopicCreation: false,
+	}
+}
+
+// writeFailure turns a failed write into a status code and a reason for the client: 503 when
+// Kafka is unreachable, slow or says to retry, 413 when the record is too large, 500 when Kafka
+// refused it for good.
+func writeFailure(err error, timeout time.Duration, kc *kafkaconn.Config) (int, string) {
+	var werrs kafka.WriteErrors
+	if errors.As(err, &werrs) {
+		for _, e := range werrs {
+			if e != nil {
+				err = e
+				break
+			}
+		}
+	}
+	explained := err
+	if kc != nil {
+		explained = kc.Explain(err)
+	}
+	var tooLarge kafka.MessageTooLargeError
+	var kerr kafka.Error
+	var nerr net.Error
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, fmt.Sprintf("Kafka did not acknowledge the event within %s: %v", timeout, explained)
+	case errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable, "the request was cancelled before Kafka acknowledged the event"
+	case errors.As(err, &tooLarge), errors.Is(err, kafka.MessageSizeTooLarge), errors.Is(err, kafka.RecordListTooLarge):
+		return http.StatusRequestEntityTooLarge, fmt.Sprintf("Kafka refused the event as too large: %v", err)
+	case errors.Is(err, kafka.UnknownTopicOrPartition):
+		return http.StatusServiceUnavailable, fmt.Sprintf("the channel's topic does not exist in Kafka: %v", err)
+	case errors.Is(err, kafkaconn.ErrAuthentication), errors.Is(explained, kafkaconn.ErrAuthentication):
+		return http.StatusServiceUnavailable, fmt.Sprintf("writing to Kafka: %v", explained)
+	case errors.As(err, &kerr):
+		if kerr.Temporary() {
+			return http.StatusServiceUnavailable, fmt.Sprintf("Kafka is temporarily unable to take the event: %v", explained)
+		}
+		return http.StatusInternalServerError, fmt.Sprintf("Kafka refused the event: %v", explained)
+	case errors.Is(err, io.ErrClosedPipe):
+		return http.StatusServiceUnavailable, "the receiver is shutting down"
+	case errors.As(err, &nerr), errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return http.StatusServiceUnavailable, fmt.Sprintf("Kafka is unavailable: %v", explained)
+	}
+	// Unknown failures are most likely a connection problem too; a 503 tells senders to retry.
+	return http.StatusServiceUnavailable, fmt.Sprintf("writing to Kafka failed: %v", explained)
+}
