@@ -1,0 +1,247 @@
+package dispatcher
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Knative's dead-letter extensions.
+const (
+	ExtErrorDest = "knativeerrordest"
+	ExtErrorCode = "knativeerrorcode"
+	ExtErrorData = "knativeerrordata"
+)
+
+const (
+	// maxResponseBody bounds what is read of a response: a reply event has to fit.
+	maxResponseBody = 8 << 20
+	// maxErrorData bounds knativeerrordata (before base64), as Knative does.
+	maxErrorData = 1024
+)
+
+// Destination kinds, the `destination` label of the delivery metrics.
+const (
+	destSubscriber = "subscriber"
+	destReply      = "reply"
+	destDeadLetter = "deadletter"
+)
+
+const tracerName = "github.com/kafkachannel/kafkachannel/dispatcher"
+
+// destination is one URL events are POSTed to, with the client that trusts its CAs.
+type destination struct {
+	kind   string
+	uri    string
+	client *http.Client
+}
+
+// outcome is the last attempt of a delivery.
+type outcome struct {
+	code   int
+	body   []byte
+	reply  *event.Event
+	err    error
+	reason string // code class of the last attempt
+}
+
+func (o outcome) ok() bool { return o.err == nil && o.code >= 200 && o.code < 300 }
+
+// describe is the one-line reason used in logs and in knativeerrordata when there is no body.
+func (o outcome) describe() string {
+	if o.err != nil {
+		return o.err.Error()
+	}
+	return fmt.Sprintf("HTTP %d", o.code)
+}
+
+// send POSTs ev to dst in binary mode and retries per pol. It returns early, without a
+// verdict, only when ctx ends (the caller then leaves the record uncommitted).
+func (s *subscription) send(ctx context.Context, dst destination, ev *event.Event, pol Policy) outcome {
+	ctx, span := otel.Tracer(tracerName).Start(ctx, "deliver "+dst.kind, trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("url.full", dst.uri), attribute.String("cloudevents.event_id", ev.ID())))
+	defer span.End()
+	var last outcome
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			s.d.metrics.retries.WithLabelValues(s.group, dst.kind).Inc()
+		}
+		var hdr http.Header
+		last, hdr = s.attempt(ctx, dst, ev, pol.Timeout)
+		s.d.metrics.deliveries.WithLabelValues(s.group, dst.kind, last.reason).Inc()
+		if last.ok() || ctx.Err() != nil {
+			break
+		}
+		if last.err == nil && !retryable(last.code) {
+			break
+		}
+		if attempt >= pol.Retries {
+			break
+		}
+		wait := pol.Backoff(attempt + 1)
+		if last.code == http.StatusTooManyRequests || last.code == http.StatusServiceUnavailable {
+			if ra := min(retryAfter(hdr.Get("Retry-After"), time.Now()), pol.RetryAfterMax); ra > wait {
+				wait = ra
+			}
+		}
+		if !sleep(ctx, wait) {
+			break
+		}
+	}
+	span.SetAttributes(attribute.Int("http.response.status_code", last.code))
+	if !last.ok() {
+		span.SetStatus(codes.Error, last.describe())
+	}
+	return last
+}
+
+func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.Event, timeout time.Duration) (outcome, http.Header) {
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, dst.uri, nil)
+	if err != nil {
+		return outcome{err: fmt.Errorf("building the request to %s: %w", dst.uri, err), reason: "error"}, nil
+	}
+	if err := cehttp.WriteRequest(binding.WithForceBinary(actx), binding.ToMessage(ev), req); err != nil {
+		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", ev.ID(), dst.uri, err), reason: "error"}, nil
+	}
+	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+	resp, err := dst.client.Do(req)
+	if err != nil {
+		reason, err := classify(err, dst, ctx)
+		return outcome{err: err, reason: reason}, nil
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	// Drain what is left so the connection goes back to the pool.
+	_, _ = io.Copy(io.Discard, resp.Body)
+	o := outcome{code: resp.StatusCode, body: body, reason: strconv.Itoa(resp.StatusCode/100) + "xx"}
+	if err != nil && o.ok() {
+		o.err = fmt.Errorf("reading the response of %s: %w", dst.uri, err)
+		o.reason = "error"
+		return o, resp.Header
+	}
+	if o.ok() {
+		o.reply = replyEvent(ctx, resp.Header, body)
+	}
+	return o, resp.Header
+}
+
+// replyEvent decodes the event a subscriber answered with, if any.
+func replyEvent(ctx context.Context, h http.Header, body []byte) *event.Event {
+	msg := cehttp.NewMessage(h, io.NopCloser(bytes.NewReader(body)))
+	if msg.ReadEncoding() == binding.EncodingUnknown {
+		return nil
+	}
+	e, err := binding.ToEvent(ctx, msg)
+	if err != nil || e.Validate() != nil {
+		return nil
+	}
+	return e
+}
+
+// classify turns a transport error into a metric label and a message a user can act on;
+// above all a TLS failure says which CA bundle to set.
+func classify(err error, dst destination, ctx context.Context) (string, error) {
+	var certErr *tls.CertificateVerificationError
+	var unknownCA x509.UnknownAuthorityError
+	var hostErr x509.HostnameError
+	var recErr tls.RecordHeaderError
+	field := "subscriberCACerts"
+	if dst.kind == destReply {
+		field = "replyCACerts"
+	} else if dst.kind == destDeadLetter {
+		field = "deadLetterSink CACerts"
+	}
+	switch {
+	case errors.As(err, &certErr), errors.As(err, &unknownCA), errors.As(err, &hostErr):
+		return "tls", fmt.Errorf("TLS handshake with %s %s failed, its certificate is not trusted (set %s to the CA that signed it): %w", dst.kind, dst.uri, field, err)
+	case errors.As(err, &recErr):
+		return "tls", fmt.Errorf("TLS to %s %s failed (does it speak https?): %w", dst.kind, dst.uri, err)
+	case ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded):
+		return "timeout", fmt.Errorf("%s %s did not answer within the delivery timeout: %w", dst.kind, dst.uri, err)
+	}
+	var nerr net.Error
+	if errors.As(err, &nerr) && nerr.Timeout() {
+		return "timeout", fmt.Errorf("%s %s did not answer within the delivery timeout: %w", dst.kind, dst.uri, err)
+	}
+	return "error", fmt.Errorf("posting to %s %s: %w", dst.kind, dst.uri, err)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// withErrorExtensions copies ev and adds Knative's dead-letter extensions.
+func withErrorExtensions(ev *event.Event, dest string, o outcome) *event.Event {
+	c := ev.Clone()
+	c.SetExtension(ExtErrorDest, dest)
+	if o.code != 0 {
+		c.SetExtension(ExtErrorCode, strconv.Itoa(o.code))
+	}
+	data := o.body
+	if len(data) == 0 {
+		data = []byte(o.describe())
+	}
+	if len(data) > maxErrorData {
+		data = data[:maxErrorData]
+	}
+	c.SetExtension(ExtErrorData, base64.StdEncoding.EncodeToString(data))
+	return &c
+}
+
+// newHTTPTransport is tuned for many concurrent deliveries to few hosts: Go's default keeps two
+// idle connections per host, which makes busy partitions open a connection per event.
+func newHTTPTransport(tlsCfg *tls.Config) *http.Transport {
+	return &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          2048,
+		MaxIdleConnsPerHost:   512,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+		TLSClientConfig:       tlsCfg,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+// trustPool is the system roots plus a PEM bundle.
+func trustPool(pem string) (*x509.CertPool, error) {
+	pool, err := x509.SystemCertPool()
+	if err != nil || pool == nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM([]byte(pem)) {
+		return nil, errors.New("no PEM certificate found")
+	}
+	return pool, nil
+}

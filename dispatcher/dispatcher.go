@@ -1,0 +1,452 @@
+// Package dispatcher consumes a KafkaChannel's topic and delivers every record to the channel's
+// subscribers over HTTP, at least once: one Kafka consumer group per subscriber, records decoded
+// as CloudEvents, retried per the subscriber's delivery spec, dead-lettered when they cannot be
+// delivered, and committed only once handled, contiguously per partition.
+//
+// The package knows nothing about Kubernetes: the caller feeds it the channel (Update) and reads
+// back each subscriber's state (States, Changed). dispatcher/kube wires it to the API server.
+package dispatcher
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/naming"
+)
+
+// Defaults of Config's tuning fields.
+const (
+	DefaultMaxInFlight       = 64
+	DefaultCommitInterval    = 500 * time.Millisecond
+	DefaultDrainTimeout      = 10 * time.Second
+	DefaultMaxWait           = 500 * time.Millisecond
+	DefaultSessionTimeout    = 10 * time.Second
+	DefaultHeartbeatInterval = time.Second
+	DefaultRebalanceTimeout  = 10 * time.Second
+	DefaultJoinGroupBackoff  = time.Second
+)
+
+// Ready values of SubscriberState, as status.subscribers[].ready spells them.
+const (
+	ReadyTrue    = "True"
+	ReadyFalse   = "False"
+	ReadyUnknown = "Unknown"
+)
+
+// Config is what a Dispatcher needs to know about its channel and its Kafka.
+type Config struct {
+	// Brokers are Kafka's bootstrap servers.
+	Brokers []string
+	// Dialer connects consumer groups and partition readers (TLS/SASL); nil: kafka.DefaultDialer.
+	Dialer *kafka.Dialer
+	// Transport serves the admin requests (offsets, metadata); nil: kafka.DefaultTransport.
+	Transport kafka.RoundTripper
+	// Explain rewrites Kafka errors into messages a user can act on (kafkaconn.Config.Explain).
+	Explain func(error) error
+
+	// ChannelNamespace and ChannelName name the KafkaChannel (group ids, logs).
+	ChannelNamespace, ChannelName string
+	// Topic is the channel's topic; naming.Topic(ns, name) when empty.
+	Topic string
+
+	// Registry receives the metrics; a fresh one when nil.
+	Registry prometheus.Registerer
+	// Log is the logger; logr.Discard() when zero.
+	Log logr.Logger
+
+	// MaxInFlight bounds the deliveries in flight per partition in unordered mode.
+	MaxInFlight int
+	// CommitInterval is how often handled offsets are committed.
+	CommitInterval time.Duration
+	// DrainTimeout is how long in-flight deliveries may finish on rebalance or shutdown before
+	// they are abandoned (and redelivered by the partition's next owner).
+	DrainTimeout time.Duration
+	// MaxWait bounds a fetch at the end of the log, and so how long closing a reader takes.
+	MaxWait time.Duration
+	// SessionTimeout, HeartbeatInterval, RebalanceTimeout and JoinGroupBackoff tune the groups.
+	SessionTimeout, HeartbeatInterval, RebalanceTimeout, JoinGroupBackoff time.Duration
+}
+
+// Channel is the part of a KafkaChannel the dispatcher acts on.
+type Channel struct {
+	// Subscribers is spec.subscribers.
+	Subscribers []v1beta1.SubscriberSpec
+	// Delivery is spec.delivery, the fallback of each subscriber's delivery spec.
+	Delivery *v1beta1.DeliverySpec
+	// DeadLetterSinkURI is status.deadLetterSinkUri, resolved by the manager.
+	DeadLetterSinkURI string
+	// DeadLetterSinkCACerts is status.deadLetterSinkCACerts.
+	DeadLetterSinkCACerts string
+	// Unordered allows several deliveries in flight per partition.
+	Unordered bool
+}
+
+// ChannelFrom extracts what the dispatcher needs from a KafkaChannel.
+func ChannelFrom(kc *v1beta1.KafkaChannel) Channel {
+	c := Channel{
+		Subscribers: kc.Spec.Subscribers,
+		Delivery:    kc.Spec.Delivery,
+		Unordered:   kc.Annotations[v1beta1.DeliveryOrderAnnotation] == v1beta1.DeliveryOrderUnordered,
+	}
+	if kc.Status.DeadLetterSinkURI != nil {
+		c.DeadLetterSinkURI = *kc.Status.DeadLetterSinkURI
+	}
+	if kc.Status.DeadLetterSinkCACerts != nil {
+		c.DeadLetterSinkCACerts = *kc.Status.DeadLetterSinkCACerts
+	}
+	return c
+}
+
+// SubscriberState is this dispatcher's view of one subscriber, what status.subscribers reports.
+type SubscriberState struct {
+	UID        string
+	Generation int64
+	// Ready is ReadyTrue once the group joined and start offsets are committed for every
+	// partition, ReadyFalse when the subscriber cannot start, ReadyUnknown while starting.
+	Ready   string
+	Message string
+}
+
+// Dispatcher runs one consumer group member per subscriber of one channel.
+type Dispatcher struct {
+	cfg     Config
+	log     logr.Logger
+	metrics *metrics
+	client  *kafka.Client
+
+	mu      sync.Mutex
+	desired *Channel
+	states  map[string]SubscriberState
+	clients map[[32]byte]*http.Client
+	wake    chan struct{}
+	changed chan struct{}
+	started bool
+
+	// crashed makes partitions stop without their final commit (tests simulate a crash).
+	crashed bool
+}
+
+// New validates cfg and builds a Dispatcher; nothing connects before Run.
+func New(cfg Config) (*Dispatcher, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("dispatcher: no Kafka brokers configured")
+	}
+	if cfg.ChannelNamespace == "" || cfg.ChannelName == "" {
+		return nil, errors.New("dispatcher: channel namespace and name are required")
+	}
+	if cfg.Topic == "" {
+		cfg.Topic = naming.Topic(cfg.ChannelNamespace, cfg.ChannelName)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.Log.GetSink() == nil {
+		cfg.Log = logr.Discard()
+	}
+	if cfg.Explain == nil {
+		cfg.Explain = func(err error) error { return err }
+	}
+	if cfg.Dialer == nil {
+		cfg.Dialer = kafka.DefaultDialer
+	}
+	if cfg.Transport == nil {
+		cfg.Transport = kafka.DefaultTransport
+	}
+	setDefault(&cfg.CommitInterval, DefaultCommitInterval)
+	setDefault(&cfg.DrainTimeout, DefaultDrainTimeout)
+	setDefault(&cfg.MaxWait, DefaultMaxWait)
+	setDefault(&cfg.SessionTimeout, DefaultSessionTimeout)
+	setDefault(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
+	setDefault(&cfg.RebalanceTimeout, DefaultRebalanceTimeout)
+	setDefault(&cfg.JoinGroupBackoff, DefaultJoinGroupBackoff)
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, fmt.Errorf("registering dispatcher metrics: %w", err)
+	}
+	d := &Dispatcher{
+		cfg:     cfg,
+		log:     cfg.Log.WithValues("channel", cfg.ChannelNamespace+"/"+cfg.ChannelName, "topic", cfg.Topic),
+		metrics: m,
+		client:  &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},
+		states:  map[string]SubscriberState{},
+		clients: map[[32]byte]*http.Client{},
+		wake:    make(chan struct{}, 1),
+		changed: make(chan struct{}, 1),
+	}
+	return d, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// Update sets the channel to dispatch for; it applies live (subscribers added, removed or
+// changed) and may be called before or during Run.
+func (d *Dispatcher) Update(c Channel) {
+	d.mu.Lock()
+	d.desired = &c
+	d.mu.Unlock()
+	select {
+	case d.wake <- struct{}{}:
+	default:
+	}
+}
+
+// States returns this dispatcher's view of every current subscriber, sorted by UID.
+func (d *Dispatcher) States() []SubscriberState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]SubscriberState, 0, len(d.states))
+	for _, s := range d.states {
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].UID < out[j].UID })
+	return out
+}
+
+// State returns one subscriber's state.
+func (d *Dispatcher) State(uid string) (SubscriberState, bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s, ok := d.states[uid]
+	return s, ok
+}
+
+// Changed receives a value after States changed (coalesced: one value for many changes).
+func (d *Dispatcher) Changed() <-chan struct{} { return d.changed }
+
+// Started reports whether Run has received a channel to dispatch for: the readiness check.
+func (d *Dispatcher) Started() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.started {
+		return errors.New("waiting for the KafkaChannel")
+	}
+	return nil
+}
+
+func (d *Dispatcher) setState(s SubscriberState) {
+	d.mu.Lock()
+	old, had := d.states[s.UID]
+	if had && old == s {
+		d.mu.Unlock()
+		return
+	}
+	d.states[s.UID] = s
+	d.mu.Unlock()
+	v := 0.0
+	if s.Ready == ReadyTrue {
+		v = 1
+	}
+	d.metrics.ready.WithLabelValues(d.groupID(s.UID)).Set(v)
+	d.notify()
+}
+
+func (d *Dispatcher) dropState(uid string) {
+	d.mu.Lock()
+	delete(d.states, uid)
+	d.mu.Unlock()
+	d.notify()
+}
+
+func (d *Dispatcher) notify() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (d *Dispatcher) groupID(uid string) string {
+	return naming.GroupID(d.cfg.ChannelNamespace, d.cfg.ChannelName, uid)
+}
+
+// Run dispatches until ctx ends, then stops every subscriber gracefully: fetching stops,
+// in-flight deliveries get DrainTimeout to finish, handled offsets are committed and the
+// groups are left.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	subs := map[string]*subscription{}
+	unordered := false
+	defer func() {
+		var wg sync.WaitGroup
+		for _, s := range subs {
+			wg.Add(1)
+			go func() { defer wg.Done(); s.stop() }()
+		}
+		wg.Wait()
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-d.wake:
+		}
+		d.mu.Lock()
+		desired := d.desired
+		d.started = desired != nil
+		d.mu.Unlock()
+		if desired == nil {
+			continue
+		}
+		if desired.Unordered != unordered {
+			// The in-flight window is fixed per partition loop: restart the members; their
+			// groups keep their committed positions.
+			d.stopAll(subs)
+			unordered = desired.Unordered
+		}
+		d.reconcile(ctx, subs, desired)
+	}
+}
+
+func (d *Dispatcher) stopAll(subs map[string]*subscription) {
+	var wg sync.WaitGroup
+	for uid, s := range subs {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.stop() }()
+		delete(subs, uid)
+	}
+	wg.Wait()
+}
+
+func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscription, c *Channel) {
+	want := map[string]bool{}
+	var stopping sync.WaitGroup
+	for _, spec := range c.Subscribers {
+		want[spec.UID] = true
+		cfg, err := d.buildConfig(spec, c)
+		s := subs[spec.UID]
+		if err != nil {
+			d.log.Error(err, "subscriber cannot start", "subscriber", spec.UID)
+			if s != nil {
+				delete(subs, spec.UID)
+				stopping.Add(1)
+				go func() { defer stopping.Done(); s.stop() }()
+			}
+			d.setState(SubscriberState{UID: spec.UID, Generation: spec.Generation, Ready: ReadyFalse, Message: err.Error()})
+			continue
+		}
+		if s != nil {
+			s.apply(cfg)
+			continue
+		}
+		s = d.newSubscription(cfg)
+		subs[spec.UID] = s
+		s.start(ctx)
+	}
+	for uid, s := range subs {
+		if want[uid] {
+			continue
+		}
+		delete(subs, uid)
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			s.stop()
+			d.metrics.forget(s.group)
+		}()
+	}
+	stopping.Wait()
+	d.mu.Lock()
+	for uid := range d.states {
+		if !want[uid] {
+			delete(d.states, uid)
+		}
+	}
+	d.mu.Unlock()
+	d.notify()
+}
+
+// subConfig is a subscriber resolved for delivery; replaced atomically when it changes.
+type subConfig struct {
+	uid        string
+	generation int64
+	subscriber destination
+	reply      destination
+	deadLetter destination
+	policy     Policy
+	unordered  bool
+}
+
+func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subConfig, error) {
+	pol, err := ResolvePolicy(spec.Delivery, c.Delivery)
+	if err != nil {
+		return nil, err
+	}
+	cfg := &subConfig{uid: spec.UID, generation: spec.Generation, policy: pol, unordered: c.Unordered}
+	mk := func(kind string, uri, ca *string, field string) (destination, error) {
+		dst := destination{kind: kind}
+		if uri == nil || *uri == "" {
+			return dst, nil
+		}
+		dst.uri = *uri
+		pem := ""
+		if ca != nil {
+			pem = *ca
+		}
+		cl, err := d.httpClient(pem)
+		if err != nil {
+			return dst, fmt.Errorf("%s of subscriber %s: %w", field, spec.UID, err)
+		}
+		dst.client = cl
+		return dst, nil
+	}
+	if cfg.subscriber, err = mk(destSubscriber, spec.SubscriberURI, spec.SubscriberCACerts, "subscriberCACerts"); err != nil {
+		return nil, err
+	}
+	if cfg.reply, err = mk(destReply, spec.ReplyURI, spec.ReplyCACerts, "replyCACerts"); err != nil {
+		return nil, err
+	}
+	if cfg.subscriber.uri == "" && cfg.reply.uri == "" {
+		return nil, fmt.Errorf("subscriber %s has neither subscriberUri nor replyUri", spec.UID)
+	}
+	var dlsURI, dlsCA *string
+	if spec.Delivery != nil && spec.Delivery.DeadLetterSink != nil && spec.Delivery.DeadLetterSink.URI != nil {
+		dlsURI, dlsCA = spec.Delivery.DeadLetterSink.URI, spec.Delivery.DeadLetterSink.CACerts
+	} else if c.DeadLetterSinkURI != "" {
+		dlsURI, dlsCA = &c.DeadLetterSinkURI, &c.DeadLetterSinkCACerts
+	}
+	if cfg.deadLetter, err = mk(destDeadLetter, dlsURI, dlsCA, "deadLetterSink CACerts"); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// httpClient returns the shared client for a CA bundle ("" = system roots), so subscribers with
+// the same trust share one connection pool.
+func (d *Dispatcher) httpClient(pem string) (*http.Client, error) {
+	key := sha256.Sum256([]byte(pem))
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c, ok := d.clients[key]; ok {
+		return c, nil
+	}
+	var t *http.Transport
+	if pem == "" {
+		t = newHTTPTransport(nil)
+	} else {
+		pool, err := trustPool(pem)
+		if err != nil {
+			return nil, fmt.Errorf("not a valid PEM CA bundle: %w", err)
+		}
+		t = newHTTPTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	}
+	c := &http.Client{Transport: t}
+	d.clients[key] = c
+	return c, nil
+}
