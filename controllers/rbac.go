@@ -13,3 +13,12 @@ package controllers
 // +kubebuilder:rbac:groups="",resources=secrets;configmaps,verbs=get;list;watch
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Leader election, in the operator namespace.
+// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
+
+// Dead-letter sink references are read (get only, never watched) to learn their address. These
+// are the Addressables Knative users point at; other kinds need a rule added here.
+// +kubebuilder:rbac:groups=serving.knative.dev,resources=services,verbs=get
+// +kubebuilder:rbac:groups=eventing.knative.dev,resources=brokers,verbs=get
+// +kubebuilder:rbac:groups=messaging.knative.dev,resources=channels;inmemorychannels,verbs=get

@@ -1,0 +1,93 @@
+// The KafkaChannel manager: it reconciles each KafkaChannel into a Kafka topic, a dispatcher
+// Deployment, Services, an address and conditions. Its configuration is environment variables
+// (docs/architecture.md, "Manager configuration"); flags only cover how it runs.
+package main
+
+import (
+	"flag"
+	"os"
+
+	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/controllers"
+	"github.com/kafkachannel/kafkachannel/internal/observability"
+)
+
+func main() {
+	var metricsAddr, probeAddr, logLevel string
+	var leaderElect bool
+	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8080", "address of the Prometheus /metrics endpoint (0 disables it)")
+	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.BoolVar(&leaderElect, "leader-elect", true, "elect a leader, so only one of several manager replicas reconciles")
+	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.Parse()
+
+	level, err := zapcore.ParseLevel(logLevel)
+	if err != nil {
+		level = zapcore.InfoLevel
+	}
+	log, _ := observability.NewLogger("manager", level)
+	ctrl.SetLogger(log)
+
+	cfg, err := controllers.ConfigFromOSEnv()
+	if err != nil {
+		log.Error(err, "invalid configuration")
+		os.Exit(1)
+	}
+
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		log.Error(err, "registering Kubernetes types")
+		os.Exit(1)
+	}
+	if err := v1beta1.AddToScheme(scheme); err != nil {
+		log.Error(err, "registering KafkaChannel types")
+		os.Exit(1)
+	}
+
+	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), ctrl.Options{
+		Scheme:                        scheme,
+		Metrics:                       metricsserver.Options{BindAddress: metricsAddr},
+		HealthProbeBindAddress:        probeAddr,
+		LeaderElection:                leaderElect,
+		LeaderElectionID:              "kafkachannel-manager.messaging.knative.dev",
+		LeaderElectionNamespace:       cfg.OperatorNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Cache:                         controllers.CacheOptions(cfg),
+	})
+	if err != nil {
+		log.Error(err, "creating the manager")
+		os.Exit(1)
+	}
+	r := &controllers.KafkaChannelReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder(controllers.FieldManager),
+		Config:    cfg,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		log.Error(err, "setting up the KafkaChannel controller")
+		os.Exit(1)
+	}
+	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
+		log.Error(err, "adding the health check")
+		os.Exit(1)
+	}
+	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+		log.Error(err, "adding the readiness check")
+		os.Exit(1)
+	}
+
+	log.Info("starting", "operatorNamespace", cfg.OperatorNamespace, "kafkaSecret", cfg.SecretName,
+		"dispatcherImage", cfg.Dispatcher.Image, "receiverImage", cfg.Receiver.Image)
+	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+		log.Error(err, "manager stopped")
+		os.Exit(1)
+	}
+}
