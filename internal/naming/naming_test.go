@@ -5,7 +5,6 @@ import (
 	"testing"
 )
 
-
 func TestNames(t *testing.T) {
 	long := strings.Repeat("x", 200)
 	tests := []struct {
