@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -135,7 +136,7 @@ type Dispatcher struct {
 	started bool
 
 	// crashed makes partitions stop without their final commit (tests simulate a crash).
-	crashed bool
+	crashed atomic.Bool
 }
 
 // New validates cfg and builds a Dispatcher; nothing connects before Run.

@@ -182,7 +182,7 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 		case <-gctx.Done():
 			return
 		case <-t.C:
-			if s.d.crashed {
+			if s.d.crashed.Load() {
 				continue
 			}
 			if err := s.commit(gs, -1); err != nil {
@@ -356,7 +356,7 @@ fetch:
 			}
 			continue
 		}
-		if s.d.crashed {
+		if s.d.crashed.Load() {
 			<-slots
 			break
 		}
@@ -374,7 +374,7 @@ fetch:
 			<-slots
 		}()
 	}
-	if s.d.crashed {
+	if s.d.crashed.Load() {
 		abandon()
 		inflight.Wait()
 		return
