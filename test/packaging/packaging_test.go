@@ -143,7 +143,9 @@ func TestManifestsPassServerSideDryRunUnderRestrictedPodSecurity(t *testing.T) {
 // RBAC, proven by asking the apiserver what each ServiceAccount may do.
 func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 	installed(t)
-	sa := func(name string) string { return "system:serviceaccount:" + operatorNamespace + ":kafkachannel-" + name }
+	sa := func(name string) string {
+		return "system:serviceaccount:" + operatorNamespace + ":kafkachannel-" + name
+	}
 	tests := []struct {
 		who   string
 		verb  string
