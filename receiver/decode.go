@@ -25,7 +25,8 @@ type rejection struct {
 func (r *rejection) Error() string { return fmt.Sprintf("%d %s", r.code, r.reason) }
 
 func reject(code int, format string, args ...any) *rejection {
-	return &rejection{code: code, reason: fmt.Sprintf(format, args...)}
+	// sdk-go's validation errors end in a newline; the reason is one line of the reply.
+	return &rejection{code: code, reason: strings.TrimSpace(fmt.Sprintf(format, args...))}
 }
 
 // channelPath splits the path form of an address, "/<namespace>/<name>" (a trailing slash
@@ -93,6 +94,9 @@ func decodeEvent(ctx context.Context, req *http.Request, body []byte) (*event.Ev
 	e, err := binding.ToEvent(ctx, msg)
 	if err != nil {
 		if errors.Is(err, binding.ErrUnknownEncoding) {
+			if sv := req.Header.Get("Ce-Specversion"); sv != "" {
+				return nil, reject(http.StatusBadRequest, "not a CloudEvent this receiver knows: specversion %q is neither 1.0 nor 0.3", sv)
+			}
 			return nil, reject(http.StatusBadRequest,
 				"not a CloudEvent: binary mode needs a ce-specversion header, structured mode a Content-Type of application/cloudevents+json (got %q)", ct)
 		}
