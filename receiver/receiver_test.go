@@ -249,8 +249,8 @@ func checkMetrics(t *testing.T, r *testReceiver, want map[string]float64) {
 // eventView is what must survive the trip HTTP -> Kafka -> consumer unchanged.
 type eventView struct {
 	SpecVersion, ID, Source, Type, Subject, DataContentType, DataSchema, Time string
-	Extensions                                                              map[string]string
-	Data                                                                    []byte
+	Extensions                                                                map[string]string
+	Data                                                                      []byte
 }
 
 func view(e *event.Event) eventView {
