@@ -14,8 +14,8 @@ package controllers
 // +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// Leader election, in the operator namespace.
-// +kubebuilder:rbac:groups=coordination.k8s.io,resources=leases,verbs=get;create;update
+// Leader election (leases in the operator namespace) and the secure metrics endpoint's token
+// and access reviews are granted by namespaced/separate roles in config/rbac.
 
 // Dead-letter sink references are read (get only, never watched) to learn their address. These
 // are the Addressables Knative users point at; other kinds need a rule added here.
