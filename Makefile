@@ -7,6 +7,7 @@ IMG ?= $(IMAGE_REGISTRY)/kafkachannel-manager:v$(VERSION)
 DISPATCHER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-dispatcher:v$(VERSION)
 RECEIVER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-receiver:v$(VERSION)
 CONTAINER_TOOL ?= docker
+KIND_CLUSTER ?= kind
 
 # Tools and envtest binaries are cached per user, outside the clone: a fresh clone on the same
 # machine (CI) reuses them instead of rebuilding kube-apiserver for ten minutes.
@@ -114,8 +115,8 @@ docker-push: ## Push the three images.
 	$(CONTAINER_TOOL) push $(RECEIVER_IMG)
 
 .PHONY: kind-load
-kind-load: ## Load the three images into a kind cluster.
-	kind load docker-image $(IMG) $(DISPATCHER_IMG) $(RECEIVER_IMG)
+kind-load: ## Load the three images into a kind cluster (KIND_CLUSTER, default kind).
+	kind load docker-image --name $(KIND_CLUSTER) $(IMG) $(DISPATCHER_IMG) $(RECEIVER_IMG)
 
 ##@ Deployment
 
