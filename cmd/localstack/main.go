@@ -1,0 +1,393 @@
+// Command localstack runs the whole system on this machine (see internal/localstack).
+//
+//	localstack demo [flags]   start the stack, tell the story, stay up until Ctrl-C
+//	                          (DEMO_EXIT=1: exit after the story, 0 on success)
+//	localstack up [flags]     start the stack only and stay up until Ctrl-C
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/go-logr/zapr"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/localstack"
+	"github.com/kafkachannel/kafkachannel/internal/naming"
+)
+
+type config struct {
+	bin, dir                string
+	kafkaPort, receiverPort int
+	sinkPort                int
+	namespace, channel      string
+	partitions              int
+	events                  int
+	exit                    bool
+}
+
+func main() {
+	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up") {
+		fmt.Fprintln(os.Stderr, "usage: localstack demo|up [flags]   (localstack demo -h lists the flags)")
+		os.Exit(2)
+	}
+	cmd := os.Args[1]
+	var c config
+	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+	fs.StringVar(&c.bin, "bin", "bin", "directory with the built manager, dispatcher, receiver and eventdisplay")
+	fs.StringVar(&c.dir, "dir", ".demo", "state directory: kubeconfig, env, pods, logs, Kafka data")
+	fs.IntVar(&c.kafkaPort, "kafka-port", 9092, "port of the embedded Kafka (ignored with KAFKA_BOOTSTRAP_SERVERS)")
+	fs.IntVar(&c.receiverPort, "receiver-port", 8080, "local port of the receiver Service")
+	fs.IntVar(&c.sinkPort, "sink-port", 8090, "port of the demo's event-display subscriber")
+	fs.StringVar(&c.namespace, "namespace", "default", "namespace of the demo channel")
+	fs.StringVar(&c.channel, "channel", "demo", "name of the demo channel")
+	fs.IntVar(&c.partitions, "partitions", 4, "partitions of the demo channel")
+	fs.IntVar(&c.events, "events", 5, "events the demo sends")
+	_ = fs.Parse(os.Args[2:])
+	c.exit = os.Getenv("DEMO_EXIT") == "1"
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cmd, c); err != nil {
+		if errors.Is(err, localstack.ErrUsage) {
+			fmt.Fprintf(os.Stderr, "\n✗ %v\n", err)
+		} else {
+			fmt.Fprintf(os.Stderr, "\n✗ %s failed: %v\n", cmd, err)
+		}
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) {
+	fmt.Printf("==> "+format+"\n", args...)
+}
+
+func run(ctx context.Context, cmd string, c config) error {
+	if err := os.MkdirAll(c.dir, 0o755); err != nil {
+		return err
+	}
+	// The stack's own logs go to a file: the terminal is for the story.
+	logPath := filepath.Join(c.dir, "localstack.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return fmt.Errorf("creating %s: %w", logPath, err)
+	}
+	defer logFile.Close()
+	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logFile), zap.InfoLevel)
+	log := zapr.NewLogger(zap.New(core))
+	ctrllog.SetLogger(log)
+
+	step("starting kube-apiserver + etcd, Kafka, the manager and the local node (logs: %s)", c.dir)
+	start := time.Now()
+	s, err := localstack.Start(ctx, localstack.Options{
+		Dir: c.dir, BinDir: c.bin, KafkaPort: c.kafkaPort, KafkaPersist: true, ReceiverPort: c.receiverPort, Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("shutting down: manager, data plane processes, receiver Service, kube-apiserver, etcd, Kafka")
+		s.Stop()
+		step("stopped")
+	}()
+	step("stack up in %s: kube-apiserver (kubeconfig %s), Kafka %s, receiver Service %s",
+		time.Since(start).Round(100*time.Millisecond), s.Kubeconfig, strings.Join(s.Brokers, ","), s.ReceiverURL)
+
+	if cmd == "demo" {
+		if err := story(ctx, s, c); err != nil {
+			return fmt.Errorf("%w\n  logs: %s/logs/manager.log, %s/run/<pod>/container.log, %s", err, c.dir, c.dir, logPath)
+		}
+	}
+	if err := s.WriteEnv(true); err != nil {
+		return err
+	}
+	step("ready: %s holds KUBECONFIG, KAFKA_BOOTSTRAP_SERVERS, RECEIVER_URL, OPERATOR_NAMESPACE", s.EnvFile())
+	if c.exit {
+		return nil
+	}
+	printCommands(s, c)
+	<-ctx.Done()
+	fmt.Println()
+	return nil
+}
+
+func printCommands(s *localstack.Stack, c config) {
+	topic := naming.Topic(c.namespace, c.channel)
+	fmt.Printf(`
+The system is running; Ctrl-C stops everything. Try:
+
+  source %[1]s
+  kubectl --kubeconfig %[2]s get kafkachannels -A
+  kubectl --kubeconfig %[2]s get deployments -n %[3]s
+  curl -i -X POST "%[4]s/%[5]s/%[6]s" -H "Ce-Id: $RANDOM" -H "Ce-Specversion: 1.0" \
+    -H "Ce-Type: dev.example" -H "Ce-Source: curl" -H "Content-Type: application/json" -d '{"msg":"hello"}'
+  kcat -b %[7]s -t %[8]s -C -J -e
+  cat %[9]s/pods        # one line per running replica: namespace deployment pod pid metrics health
+
+A KafkaChannel you create with kubectl gets its dispatcher on the local node; subscribers can be
+any http://127.0.0.1:PORT/ URL (e.g. %[10]s/eventdisplay --port 8091).
+`, s.EnvFile(), s.Kubeconfig, s.Opts.OperatorNamespace, s.ReceiverURL, c.namespace, c.channel,
+		strings.Join(s.Brokers, ","), topic, c.dir, c.bin)
+}
+
+// sink runs bin/eventdisplay and remembers the event ids it printed.
+type sink struct {
+	mu   sync.Mutex
+	seen map[string]bool
+	cmd  *exec.Cmd
+}
+
+func startSink(bin string, port int) (*sink, error) {
+	sk := &sink{seen: map[string]bool{}}
+	sk.cmd = exec.Command(filepath.Join(bin, "eventdisplay"), fmt.Sprintf("--port=%d", port))
+	out, err := sk.cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	sk.cmd.Stderr = sk.cmd.Stdout
+	if err := sk.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s (run `make build`): %w", sk.cmd.Path, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			line := sc.Text()
+			fmt.Println("    [event-display] " + line)
+			if rest, ok := strings.CutPrefix(line, "received event id="); ok {
+				id, _, _ := strings.Cut(rest, " ")
+				sk.mu.Lock()
+				sk.seen[id] = true
+				sk.mu.Unlock()
+			}
+		}
+	}()
+	return sk, nil
+}
+
+func (sk *sink) has(ids []string) int {
+	sk.mu.Lock()
+	defer sk.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if sk.seen[id] {
+			n++
+		}
+	}
+	return n
+}
+
+func (sk *sink) stop() {
+	_ = sk.cmd.Process.Signal(syscall.SIGTERM)
+	_ = sk.cmd.Wait()
+}
+
+func poll(ctx context.Context, timeout time.Duration, f func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		ok, err := f()
+		if ok {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = ctx.Err()
+			}
+			return err
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func story(ctx context.Context, s *localstack.Stack, c config) error {
+	sinkURL := fmt.Sprintf("http://127.0.0.1:%d/", c.sinkPort)
+	step("starting the event-display subscriber at %s", sinkURL)
+	sk, err := startSink(c.bin, c.sinkPort)
+	if err != nil {
+		return err
+	}
+	defer sk.stop()
+
+	step("creating KafkaChannel %s/%s (%d partitions) with the event display as its subscriber", c.namespace, c.channel, c.partitions)
+	ch := &v1beta1.KafkaChannel{
+		ObjectMeta: metav1.ObjectMeta{Name: c.channel, Namespace: c.namespace},
+		Spec: v1beta1.KafkaChannelSpec{
+			NumPartitions: int32(c.partitions),
+			Subscribers:   []v1beta1.SubscriberSpec{{Name: "event-display", UID: uid(), Generation: 1, SubscriberURI: &sinkURL}},
+		},
+	}
+	if err := s.Client.Create(ctx, ch); err != nil {
+		return fmt.Errorf("creating the KafkaChannel: %w", err)
+	}
+	key := client.ObjectKeyFromObject(ch)
+	step("waiting for the channel to become Ready (topic, dispatcher and receiver on the local node)")
+	last := ""
+	err = poll(ctx, 3*time.Minute, func() (bool, error) {
+		if err := s.Client.Get(ctx, key, ch); err != nil {
+			return false, err
+		}
+		var parts []string
+		ready := false
+		for _, cnd := range ch.Status.Conditions {
+			parts = append(parts, fmt.Sprintf("%s=%s", cnd.Type, cnd.Status))
+			if cnd.Type == v1beta1.ConditionReady && cnd.Status == metav1.ConditionTrue {
+				ready = true
+			}
+		}
+		if now := strings.Join(parts, " "); now != last && now != "" {
+			fmt.Println("    " + now)
+			last = now
+		}
+		subReady := len(ch.Status.Subscribers) == 1 && ch.Status.Subscribers[0].Ready == "True"
+		return ready && subReady, nil
+	})
+	if err != nil {
+		return fmt.Errorf("the channel did not become Ready with a ready subscriber within 3 minutes (%v): %s\n%s", err, conditions(ch), podSummary(s))
+	}
+	step("channel Ready; subscriber ready in status.subscribers")
+
+	url := fmt.Sprintf("%s/%s/%s", s.ReceiverURL, c.namespace, c.channel)
+	step("sending %d CloudEvents (binary mode) to %s", c.events, url)
+	var ids []string
+	for i := 1; i <= c.events; i++ {
+		id := fmt.Sprintf("demo-%s-%d", uid()[:8], i)
+		ids = append(ids, id)
+		fmt.Printf("    curl -X POST %s -H 'Ce-Id: %s' -H 'Ce-Specversion: 1.0' -H 'Ce-Type: dev.example' -H 'Ce-Source: localstack-demo' -H 'Content-Type: application/json' -d '{\"msg\":\"hello %d\"}'\n", url, id, i)
+		code, body, err := postEvent(ctx, url, id, fmt.Sprintf(`{"msg":"hello %d"}`, i))
+		if err != nil {
+			return err
+		}
+		fmt.Printf("      -> %d\n", code)
+		if code != http.StatusAccepted {
+			return fmt.Errorf("the receiver answered %d, want 202: %s", code, body)
+		}
+	}
+	step("waiting for the events at the event display")
+	if err := poll(ctx, time.Minute, func() (bool, error) { return sk.has(ids) == len(ids), nil }); err != nil {
+		return fmt.Errorf("only %d of %d events reached the subscriber within a minute\n%s", sk.has(ids), len(ids), podSummary(s))
+	}
+	step("all %d events arrived", len(ids))
+
+	step("kubectl get kafkachannels -A")
+	kc := exec.CommandContext(ctx, "kubectl", "--kubeconfig", s.Kubeconfig, "get", "kafkachannels", "-A")
+	kc.Stdout, kc.Stderr = os.Stdout, os.Stderr
+	if err := kc.Run(); err != nil {
+		fmt.Printf("    (kubectl failed: %v; Ready=%s)\n", err, conditions(ch))
+	}
+
+	step("eventing_kafka_consumed_msg_count from the dispatcher's /metrics")
+	disp := naming.DispatcherName(c.namespace, c.channel)
+	var lines []string
+	_ = poll(ctx, 20*time.Second, func() (bool, error) {
+		lines = nil
+		for _, p := range s.Node.Pods() {
+			if p.Deployment != disp || p.MetricsURL == "" {
+				continue
+			}
+			for _, l := range scrape(p.MetricsURL) {
+				if strings.HasPrefix(l, "eventing_kafka_consumed_msg_count") {
+					lines = append(lines, l)
+				}
+			}
+		}
+		return len(lines) > 0, nil
+	})
+	if len(lines) == 0 {
+		return fmt.Errorf("no eventing_kafka_consumed_msg_count in the dispatcher's /metrics\n%s", podSummary(s))
+	}
+	for _, l := range lines {
+		fmt.Println("    " + l)
+	}
+	return nil
+}
+
+func uid() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	h := hex.EncodeToString(b)
+	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
+}
+
+func postEvent(ctx context.Context, url, id, body string) (int, string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Ce-Id", id)
+	req.Header.Set("Ce-Specversion", "1.0")
+	req.Header.Set("Ce-Type", "dev.example")
+	req.Header.Set("Ce-Source", "localstack-demo")
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", fmt.Errorf("sending an event to %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b)), nil
+}
+
+func scrape(url string) []string {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return strings.Split(string(b), "\n")
+}
+
+func conditions(ch *v1beta1.KafkaChannel) string {
+	var parts []string
+	for _, c := range ch.Status.Conditions {
+		s := fmt.Sprintf("%s=%s", c.Type, c.Status)
+		if c.Status != metav1.ConditionTrue && c.Message != "" {
+			s += fmt.Sprintf(" (%s: %s)", c.Reason, c.Message)
+		}
+		parts = append(parts, s)
+	}
+	if len(parts) == 0 {
+		return "no conditions yet (is the manager running? see its log)"
+	}
+	return strings.Join(parts, ", ")
+}
+
+func podSummary(s *localstack.Stack) string {
+	var b strings.Builder
+	b.WriteString("  local pods:\n")
+	for _, p := range s.Node.Pods() {
+		fmt.Fprintf(&b, "    %s pid=%d ready=%v restarts=%d %s\n", p.Name, p.PID, p.Ready, p.Restarts, p.Failure)
+		if p.PID == 0 || !p.Ready {
+			for _, l := range strings.Split(localstack.Tail(p.LogFile, 8), "\n") {
+				fmt.Fprintf(&b, "      | %s\n", l)
+			}
+		}
+	}
+	fmt.Fprintf(&b, "  manager log ends with:\n%s", indent(localstack.Tail(s.ManagerLog(), 10)))
+	return b.String()
+}
+
+func indent(s string) string {
+	return "    | " + strings.ReplaceAll(s, "\n", "\n    | ")
+}
