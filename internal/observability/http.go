@@ -71,11 +71,13 @@ func TraceTransport(base http.RoundTripper) http.RoundTripper {
 type roundTripper struct{ base http.RoundTripper }
 
 func (t roundTripper) RoundTrip(r *http.Request) (*http.Response, error) {
-	ctx, span := otel.Tracer(TracerName).Start(r.Context(), r.Method+" "+r.URL.Host,
+	// Named by the method alone, as OTel's HTTP conventions ask: URLs would make names unbounded.
+	ctx, span := otel.Tracer(TracerName).Start(r.Context(), r.Method,
 		trace.WithSpanKind(trace.SpanKindClient),
 		trace.WithAttributes(
 			attribute.String("http.request.method", r.Method),
 			attribute.String("url.full", redactURL(r)),
+			attribute.String("server.address", r.URL.Host),
 		))
 	defer span.End()
 	r = r.Clone(ctx) // a RoundTripper must not modify the caller's request

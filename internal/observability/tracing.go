@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -123,7 +124,8 @@ func (t *tracing) newExporter(c TracingConfig) (sdktrace.SpanExporter, error) {
 	}
 	switch c.Backend {
 	case BackendZipkin:
-		exp, err := zipkin.New(c.ZipkinEndpoint)
+		exp, err := zipkin.New(c.ZipkinEndpoint, zipkin.WithLogr(t.log),
+			zipkin.WithClient(&http.Client{Timeout: exporterShutdownTimeout}))
 		if err != nil {
 			return nil, fmt.Errorf("creating the Zipkin exporter for %s: %w", c.ZipkinEndpoint, err)
 		}
@@ -238,4 +240,6 @@ func (nonClosing) Shutdown(context.Context) error { return nil }
 func (t *tracing) installGlobals() {
 	otel.SetTracerProvider(t.provider)
 	otel.SetTextMapPropagator(Propagator())
+	// Export failures (collector down, endpoint wrong) surface in the component's log.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { t.log.Error(err, "OpenTelemetry") }))
 }
