@@ -247,4 +247,3 @@ func TestTraceCrossesHTTPKafkaHTTPInMemory(t *testing.T) {
 	}
 	checkPath(t, tid, hops)
 }
-
