@@ -3,6 +3,7 @@
 package images
 
 import (
+	"context"
 	"debug/elf"
 	"os"
 	"os/exec"
@@ -10,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestDockerfileBinariesAreStaticAndRun(t *testing.T) {
@@ -57,7 +59,13 @@ func TestDockerfileBinariesAreStaticAndRun(t *testing.T) {
 			if libs, _ := f.ImportedLibraries(); len(libs) > 0 {
 				t.Errorf("%s needs shared libraries %v", tc.target, libs)
 			}
-			help, err := exec.Command(out, "--help").CombinedOutput()
+			// A binary that starts its server instead of printing usage would hang here.
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			help, err := exec.CommandContext(ctx, out, "--help").CombinedOutput()
+			if ctx.Err() != nil {
+				t.Fatalf("%s --help did not exit within 30s", tc.target)
+			}
 			// flag's --help exits 0 (or 2 with older handlers); either way it must print usage.
 			if err != nil {
 				if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 && ee.ExitCode() != 0 {
