@@ -39,6 +39,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
+	"github.com/kafkachannel/kafkachannel/internal/observability"
 )
 
 // Defaults of Config.
@@ -200,7 +201,7 @@ func (r *Receiver) produce(ctx context.Context, ch Channel, e *event.Event) (int
 		return http.StatusBadRequest, fmt.Sprintf("the event cannot be written as a Kafka record: %v", err)
 	}
 	msg.Topic = ch.Topic
-	otel.GetTextMapPropagator().Inject(ctx, headerCarrier{msg: &msg})
+	observability.InjectKafka(ctx, &msg)
 
 	wctx, cancel := context.WithTimeout(ctx, r.cfg.ProduceTimeout)
 	defer cancel()

@@ -617,3 +617,48 @@ func TestBodyReadOnce(t *testing.T) {
 		t.Fatalf("record value differs from the body sent")
 	}
 }
+
+func TestRunStopsWithContext(t *testing.T) {
+	k := kafkatest.Start(t)
+	createChannel(t, k, "run", "events", 1, true)
+	w := &gatedWriter{MessageWriter: NewWriter(kafkaConfig(t, k), WriterOptions{}),
+		entered: make(chan struct{}, 100), gate: make(chan struct{})}
+	close(w.gate)
+	r, err := New(Config{Channels: channels, Writer: w, Log: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx, addr, 10*time.Second) }()
+	url := "http://" + addr + naming.ChannelPath("run", "events")
+	waitFor(t, 10*time.Second, "Run to serve", func() error {
+		resp, err := http.DefaultClient.Do(request(t, url, newEvent("1.0", "run"), false))
+		if err != nil {
+			return err
+		}
+		_ = resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("Run did not return after its context ended")
+	}
+	if !w.closed.Load() {
+		t.Error("Run did not close the writer")
+	}
+}

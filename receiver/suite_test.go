@@ -85,12 +85,18 @@ type testReceiver struct {
 	kafka    *kafkatest.Kafka
 }
 
-func startReceiver(t *testing.T, k *kafkatest.Kafka, mutate func(*Config)) *testReceiver {
+func kafkaConfig(t *testing.T, k *kafkatest.Kafka) *kafkaconn.Config {
 	t.Helper()
 	kc, err := kafkaconn.Parse(map[string][]byte{kafkaconn.KeyBrokers: []byte(k.BootstrapServers())})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return kc
+}
+
+func startReceiver(t *testing.T, k *kafkatest.Kafka, mutate func(*Config)) *testReceiver {
+	t.Helper()
+	kc := kafkaConfig(t, k)
 	reg := prometheus.NewRegistry()
 	cfg := Config{
 		Channels: channels,

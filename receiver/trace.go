@@ -2,10 +2,8 @@ package receiver
 
 import (
 	"context"
-	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
-	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/contrib/propagators/b3"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
@@ -49,34 +47,4 @@ func setTraceExtension(ctx context.Context, e *cloudevents.Event) {
 			e.SetExtension(extTraceState, ts)
 		}
 	}
-}
-
-// headerCarrier lets an OpenTelemetry propagator write a record's headers.
-type headerCarrier struct{ msg *kafka.Message }
-
-func (c headerCarrier) Get(key string) string {
-	for i := len(c.msg.Headers) - 1; i >= 0; i-- {
-		if strings.EqualFold(c.msg.Headers[i].Key, key) {
-			return string(c.msg.Headers[i].Value)
-		}
-	}
-	return ""
-}
-
-func (c headerCarrier) Set(key, value string) {
-	for i := range c.msg.Headers {
-		if strings.EqualFold(c.msg.Headers[i].Key, key) {
-			c.msg.Headers[i].Value = []byte(value)
-			return
-		}
-	}
-	c.msg.Headers = append(c.msg.Headers, kafka.Header{Key: key, Value: []byte(value)})
-}
-
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, 0, len(c.msg.Headers))
-	for _, h := range c.msg.Headers {
-		keys = append(keys, h.Key)
-	}
-	return keys
 }

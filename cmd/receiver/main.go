@@ -64,12 +64,25 @@ func run(o options) error {
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log, _ := observability.NewLogger("receiver", level)
-	log = log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
-	ctrllog.SetLogger(log)
-
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+
+	// Logging (config-logging), tracing (config-tracing: the global TracerProvider and
+	// propagator), profiling and the admin server on the metrics port.
+	obs, err := observability.Start(ctx, observability.Options{
+		Component:       observability.ComponentReceiver,
+		DefaultLogLevel: level,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = obs.Shutdown(sctx)
+	}()
+	log := obs.Log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	ctrllog.SetLogger(log)
 
 	kc, err := kafkaconn.ReadDir(o.secretDir)
 	if err != nil {
@@ -82,8 +95,8 @@ func run(o options) error {
 		return fmt.Errorf("finding the Kubernetes API: %w", err)
 	}
 
-	reg := observability.NewRegistry()
-	admin := &observability.AdminServer{Addr: observability.Addr(observability.MetricsPort), Registry: reg, Log: log}
+	admin := obs.Admin
+	reg := obs.Registry
 	admin.AddLivenessCheck("process", func() error { return nil })
 	var shuttingDown atomic.Bool
 	admin.AddReadinessCheck("shutdown", func() error {
@@ -92,14 +105,6 @@ func run(o options) error {
 		}
 		return nil
 	})
-	if err := admin.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = admin.Shutdown(sctx)
-	}()
 
 	idx := receiver.NewIndex()
 	synced, err := receiver.WatchChannels(ctx, restCfg, idx)
