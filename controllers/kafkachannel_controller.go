@@ -253,9 +253,14 @@ func (r *KafkaChannelReconciler) reconcileReceiver(ctx context.Context, s *scope
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: r.Config.OperatorNamespace, Name: naming.ReceiverName}}
 	if s.conn == nil {
 		// Without the Secret the receiver cannot be (re)built, but a running one still counts.
-		if err := r.Get(ctx, client.ObjectKeyFromObject(dep), dep); err != nil {
+		err := r.Get(ctx, client.ObjectKeyFromObject(dep), dep)
+		if apierrors.IsNotFound(err) {
 			s.set(v1beta1.ConditionReceiverReady, metav1.ConditionUnknown, "WaitingForConfiguration", "the Kafka Secret is not usable yet")
 			return nil
+		}
+		if err != nil {
+			s.set(v1beta1.ConditionReceiverReady, metav1.ConditionUnknown, "DeploymentUnreadable", "reading Deployment %s/%s: %v", dep.Namespace, dep.Name, err)
+			return fmt.Errorf("reading the receiver Deployment: %w", err)
 		}
 	} else {
 		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {

@@ -79,9 +79,9 @@ func podTemplate(c Config, d DataPlane, component string, selector map[string]st
 	)
 	volumes := []corev1.Volume{{
 		Name: "kafka-secret",
-		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName: c.SecretName, DefaultMode: ptr.To[int32](0o440),
-		}},
+		// The default file mode (0644) is kept on purpose: the files are owned by root and the
+		// container runs as an arbitrary non-root user with no fsGroup.
+		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: c.SecretName}},
 	}}
 	mounts := []corev1.VolumeMount{{Name: "kafka-secret", MountPath: secretMountPath, ReadOnly: true}}
 	for _, cm := range DataPlaneConfigMaps {

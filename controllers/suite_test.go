@@ -7,12 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr/funcr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -77,12 +78,11 @@ func TestMain(m *testing.M) {
 // fixture is one test's world: an operator namespace with the Kafka Secret, a channel
 // namespace, and a running manager.
 type fixture struct {
-	t       *testing.T
-	ctx     context.Context
-	opNS    string
-	chNS    string
-	cfg     Config
-	brokers string
+	t    *testing.T
+	ctx  context.Context
+	opNS string
+	chNS string
+	cfg  Config
 }
 
 type fixtureOpts struct {
@@ -128,12 +128,20 @@ func startFixture(t *testing.T, o fixtureOpts) *fixture {
 		f.writeSecret(o.secret)
 	}
 
+	// The manager's goroutines may log after the test has returned, which testing forbids:
+	// keep the log in memory and print it only when the test failed.
+	logs := &memLog{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log("manager log:\n" + logs.String())
+		}
+	})
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:     testSchem,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
 		Cache:      CacheOptions(cfg, f.chNS),
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:     testr.New(t),
+		Logger:     logs.logger(),
 	})
 	if err != nil {
 		t.Fatalf("manager: %v", err)
@@ -286,4 +294,24 @@ func (f *fixture) waitEvent(name, substr string) {
 		}
 		return strings.Join(evs, " | ")
 	})
+}
+
+// memLog is a logr sink that keeps lines in memory, safe to use from any goroutine at any time.
+type memLog struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (m *memLog) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		m.lines = append(m.lines, time.Now().Format("15:04:05.000 ")+prefix+" "+args)
+	}, funcr.Options{Verbosity: 1})
+}
+
+func (m *memLog) String() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return strings.Join(m.lines, "\n")
 }
