@@ -15,7 +15,9 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"go.opentelemetry.io/otel/exporters/zipkin"
+	// Deprecated upstream (removal announced for 2027), but config-tracing's backend: zipkin is
+	// what Knative users configure today; otlp is offered beside it.
+	"go.opentelemetry.io/otel/exporters/zipkin" //nolint:staticcheck // see above
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
