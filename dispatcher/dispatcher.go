@@ -37,6 +37,7 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	DefaultRebalanceTimeout  = 10 * time.Second
 	DefaultJoinGroupBackoff  = time.Second
+	DefaultPartitionWatch    = 5 * time.Second
 )
 
 // Ready values of SubscriberState, as status.subscribers[].ready spells them.
@@ -78,6 +79,8 @@ type Config struct {
 	MaxWait time.Duration
 	// SessionTimeout, HeartbeatInterval, RebalanceTimeout and JoinGroupBackoff tune the groups.
 	SessionTimeout, HeartbeatInterval, RebalanceTimeout, JoinGroupBackoff time.Duration
+	// PartitionWatchInterval is how often the topic is checked for added partitions.
+	PartitionWatchInterval time.Duration
 }
 
 // Channel is the part of a KafkaChannel the dispatcher acts on.
@@ -172,6 +175,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	setDefault(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
 	setDefault(&cfg.RebalanceTimeout, DefaultRebalanceTimeout)
 	setDefault(&cfg.JoinGroupBackoff, DefaultJoinGroupBackoff)
+	setDefault(&cfg.PartitionWatchInterval, DefaultPartitionWatch)
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}

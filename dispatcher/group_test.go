@@ -1,9 +1,12 @@
 package dispatcher
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/segmentio/kafka-go"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
@@ -92,4 +95,30 @@ func TestCrashWithoutCommitLosesNothing(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A partition added to the topic of a running subscription is read from its beginning: every
+// record in it is newer than the subscription.
+func TestPartitionAddedIsReadFromItsBeginning(t *testing.T) {
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 1)
+	s := newSink(t, nil)
+	rd := e.start(func(c *Config) { c.PartitionWatchInterval = 300 * time.Millisecond })
+	sp := sub("uid", 1, s.URL)
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
+	rd.waitReady(t, sp)
+	ids := e.produce(0, 5)
+	res, err := e.client.CreatePartitions(context.Background(), &kafka.CreatePartitionsRequest{
+		Topics: []kafka.TopicPartitionsConfig{{Name: e.topic, Count: 2}}})
+	if err != nil || res.Errors[e.topic] != nil {
+		t.Fatalf("adding a partition: %v %v", err, res)
+	}
+	e.parts = 2
+	// A fresh writer, so it sees the new partition at once.
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: e.topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll,
+		Transport: &kafka.Transport{}, Balancer: e.writer.Balancer}
+	defer w.Close()
+	e.writer = w
+	ids = append(ids, e.produce(1, 5)...)
+	s.waitIDs(t, ids, 20*time.Second)
 }

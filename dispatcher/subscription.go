@@ -83,9 +83,10 @@ func (s *subscription) run(ctx context.Context) {
 		JoinGroupBackoff:  cfg.JoinGroupBackoff,
 		// Partitions without a committed offset are resolved to the end of the log by the
 		// owner and committed at once (see startGeneration); LastOffset only marks them.
-		StartOffset:           kafka.LastOffset,
-		WatchPartitionChanges: true,
-		ErrorLogger:           kafka.LoggerFunc(func(f string, a ...any) { s.log.V(1).Info(fmt.Sprintf(f, a...)) }),
+		StartOffset:            kafka.LastOffset,
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: cfg.PartitionWatchInterval,
+		ErrorLogger:            kafka.LoggerFunc(func(f string, a ...any) { s.log.V(1).Info(fmt.Sprintf(f, a...)) }),
 	})
 	if err != nil {
 		s.fail(fmt.Errorf("configuring consumer group %s: %w", s.group, err))
@@ -148,8 +149,12 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 	if len(unresolved) > 0 {
 		// A partition without a committed offset belongs to a new subscription: it starts at
 		// the end of the log, and that position is committed before anything else so that a
-		// crash between Ready and the first delivery cannot skip events.
-		ends, err := retry(gctx, func() (map[int]int64, error) { return s.resolveEnds(gctx, gs, unresolved) })
+		// crash between Ready and the first delivery cannot skip events. Once the subscription
+		// is ready every partition it knew has a commit, so an uncommitted one was added to
+		// the topic since: all it holds is newer than the subscription, it starts at the
+		// beginning.
+		earliest := s.ready.Load()
+		ends, err := retry(gctx, func() (map[int]int64, error) { return s.resolveStarts(gctx, gs, unresolved, earliest) })
 		if err != nil {
 			return
 		}
@@ -192,12 +197,17 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 	}
 }
 
-// resolveEnds finds the end of the log of each partition and commits it as the group's start.
-func (s *subscription) resolveEnds(ctx context.Context, gs *genState, parts []int) (map[int]int64, error) {
+// resolveStarts finds the end (or the beginning) of the log of each partition and commits it
+// as the group's start.
+func (s *subscription) resolveStarts(ctx context.Context, gs *genState, parts []int, earliest bool) (map[int]int64, error) {
 	topic := s.d.cfg.Topic
 	reqs := make([]kafka.OffsetRequest, 0, len(parts))
 	for _, p := range parts {
-		reqs = append(reqs, kafka.LastOffsetOf(p))
+		if earliest {
+			reqs = append(reqs, kafka.FirstOffsetOf(p))
+		} else {
+			reqs = append(reqs, kafka.LastOffsetOf(p))
+		}
 	}
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -211,6 +221,9 @@ func (s *subscription) resolveEnds(ctx context.Context, gs *genState, parts []in
 			return nil, fmt.Errorf("listing end offset of %s/%d: %w", topic, po.Partition, po.Error)
 		}
 		ends[po.Partition] = po.LastOffset
+		if earliest {
+			ends[po.Partition] = po.FirstOffset
+		}
 	}
 	for _, p := range parts {
 		if _, ok := ends[p]; !ok {
@@ -220,7 +233,11 @@ func (s *subscription) resolveEnds(ctx context.Context, gs *genState, parts []in
 	if err := gs.gen.CommitOffsets(map[string]map[int]int64{topic: ends}); err != nil {
 		return nil, fmt.Errorf("committing start offsets of group %s: %w", s.group, err)
 	}
-	s.log.Info("new subscription starts at the end of the topic", "offsets", ends)
+	if earliest {
+		s.log.Info("partitions new to the topic start at their beginning", "offsets", ends)
+	} else {
+		s.log.Info("new subscription starts at the end of the topic", "offsets", ends)
+	}
 	return ends, nil
 }
 
