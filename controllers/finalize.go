@@ -50,11 +50,11 @@ func (r *KafkaChannelReconciler) finalize(ctx context.Context, ch *v1beta1.Kafka
 			return ctrl.Result{RequeueAfter: min(left, r.retryInterval())}, nil
 		}
 		log.Info("giving up deleting the topic", "topic", topic, "error", err.Error())
-		r.event(ch, corev1.EventTypeWarning, "TopicMayRemain",
+		r.event(ch, corev1.EventTypeWarning, "TopicMayRemain", "DeleteTopic",
 			"could not delete topic %s within %s, the topic may remain in Kafka and can be deleted by hand: %v",
 			topic, r.Config.TopicDeleteTimeout, err)
 	} else {
-		r.event(ch, corev1.EventTypeNormal, "TopicDeleted", "deleted topic %s", topic)
+		r.event(ch, corev1.EventTypeNormal, "TopicDeleted", "DeleteTopic", "deleted topic %s", topic)
 	}
 
 	orig := ch.DeepCopy()

@@ -190,12 +190,12 @@ func (r *KafkaChannelReconciler) reconcileTopic(ctx context.Context, s *scope) e
 	}
 	switch {
 	case st.Created:
-		r.event(ch, corev1.EventTypeNormal, "TopicCreated", "created topic %s with %d partitions", spec.Name, st.Partitions)
+		r.event(ch, corev1.EventTypeNormal, "TopicCreated", "CreateTopic", "created topic %s with %d partitions", spec.Name, st.Partitions)
 	case st.GrewFrom > 0:
-		r.event(ch, corev1.EventTypeNormal, "PartitionsAdded", "topic %s grew from %d to %d partitions", spec.Name, st.GrewFrom, st.Partitions)
+		r.event(ch, corev1.EventTypeNormal, "PartitionsAdded", "CreatePartitions", "topic %s grew from %d to %d partitions", spec.Name, st.GrewFrom, st.Partitions)
 	}
 	if st.RetentionSet {
-		r.event(ch, corev1.EventTypeNormal, "RetentionUpdated", "topic %s: retention.ms set to %d", spec.Name, retention.Milliseconds())
+		r.event(ch, corev1.EventTypeNormal, "RetentionUpdated", "AlterTopicConfig", "topic %s: retention.ms set to %d", spec.Name, retention.Milliseconds())
 	}
 	msg := fmt.Sprintf("topic %s has %d partitions, retention %s", spec.Name, st.Partitions, retention)
 	if len(st.ExtraMessages) > 0 {
@@ -234,7 +234,7 @@ func (r *KafkaChannelReconciler) reconcileDispatcher(ctx context.Context, s *sco
 		return fmt.Errorf("applying the dispatcher Deployment: %w", err)
 	}
 	if op == controllerutil.OperationResultCreated {
-		r.event(ch, corev1.EventTypeNormal, "DispatcherCreated", "created Deployment %s/%s", dep.Namespace, name)
+		r.event(ch, corev1.EventTypeNormal, "DispatcherCreated", "CreateDeployment", "created Deployment %s/%s", dep.Namespace, name)
 	}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: r.Config.OperatorNamespace, Name: name}}
 	if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, svc, func() error {

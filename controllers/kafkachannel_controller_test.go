@@ -193,6 +193,9 @@ func TestChannelLifecycle(t *testing.T) {
 	}
 	f.waitEvent(name, "Normal TopicCreated")
 	f.waitEvent(name, "Normal ChannelReady")
+	// Two conditions with the same reason are two separate stories in `kubectl describe`.
+	f.waitEvent(name, "DispatcherReady=True")
+	f.waitEvent(name, "ReceiverReady=True")
 
 	// A dispatcher reports a subscriber; the manager's next status patch must keep it.
 	sub := `{"status":{"subscribers":[{"uid":"u-1","observedGeneration":1,"ready":"True"}]}}`

@@ -55,11 +55,13 @@ func (r *KafkaChannelReconciler) conditionEvents(s *scope) {
 		if now.Status == metav1.ConditionFalse {
 			kind = corev1.EventTypeWarning
 		}
-		r.event(s.ch, kind, now.Reason, "%s=%s: %s", t, now.Status, now.Message)
+		// The condition type is the action: the events API folds events with the same
+		// reason and action into one series, and two conditions may share a reason.
+		r.event(s.ch, kind, now.Reason, t, "%s=%s: %s", t, now.Status, now.Message)
 	}
 }
 
-func (r *KafkaChannelReconciler) event(obj runtime.Object, kind, reason, format string, args ...any) {
+func (r *KafkaChannelReconciler) event(obj runtime.Object, kind, reason, action, format string, args ...any) {
 	if r.Recorder == nil {
 		return
 	}
@@ -68,7 +70,7 @@ func (r *KafkaChannelReconciler) event(obj runtime.Object, kind, reason, format 
 	if len(note) > 1000 {
 		note = note[:1000]
 	}
-	r.Recorder.Eventf(obj, nil, kind, reason, "Reconcile", "%s", note)
+	r.Recorder.Eventf(obj, nil, kind, reason, action, "%s", note)
 }
 
 func boolStatus(ok bool) metav1.ConditionStatus {
