@@ -16,7 +16,7 @@ func NewLogger(component string, level zapcore.Level) (logr.Logger, zap.AtomicLe
 	atom := zap.NewAtomicLevelAt(level)
 	cfg := defaultZapConfig()
 	cfg.Level = atom
-	z, err := cfg.Build()
+	z, err := cfg.Build(withRedaction())
 	if err != nil {
 		z = zap.NewNop()
 	}
@@ -80,9 +80,9 @@ func buildLogger(lc LoggingConfig, component string, atom zap.AtomicLevel, w io.
 		if cfg.Encoding == "console" {
 			enc = zapcore.NewConsoleEncoder(cfg.EncoderConfig)
 		}
-		z = zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), atom), zap.AddCaller(), zap.ErrorOutput(zapcore.AddSync(w)))
+		z = zap.New(zapcore.NewCore(enc, zapcore.AddSync(w), atom), zap.AddCaller(), zap.ErrorOutput(zapcore.AddSync(w)), withRedaction())
 	} else {
-		z, err = cfg.Build()
+		z, err = cfg.Build(withRedaction())
 		if err != nil {
 			return logr.Logger{}, fmt.Errorf("building the logger from zap-logger-config: %w", err)
 		}

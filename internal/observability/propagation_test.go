@@ -8,6 +8,8 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // A sender instrumented with Zipkin's B3 headers continues its trace; what goes on is W3C only,
@@ -54,5 +56,30 @@ func TestKafkaHeaderCarrier(t *testing.T) {
 	}
 	if keys := c.Keys(); len(keys) != 2 {
 		t.Errorf("Keys = %v", keys)
+	}
+}
+
+// Reflected values lose their credentials; everything else, and the caller's slice, is untouched.
+func TestRedactFields(t *testing.T) {
+	type auth struct {
+		User     string
+		Password string
+		Nested   map[string]string
+	}
+	in := []zapcore.Field{
+		zap.Any("auth", auth{User: "u", Password: "p4ss", Nested: map[string]string{"api_token": "t0k", "mode": "x"}}),
+		zap.String("password", "explicit strings are the author's choice"),
+		zap.Any("plain", map[string]int{"count": 3}),
+	}
+	out := redactFields(in)
+	if in[0].Type != zapcore.ReflectType || in[0].Interface.(auth).Password != "p4ss" {
+		t.Error("the caller's field was changed")
+	}
+	got := out[0].Interface.(map[string]any)
+	if got["Password"] != redacted || got["User"] != "u" || got["Nested"].(map[string]any)["api_token"] != redacted || got["Nested"].(map[string]any)["mode"] != "x" {
+		t.Errorf("redacted to %v", got)
+	}
+	if out[1].String != in[1].String || out[2].Interface == nil {
+		t.Errorf("other fields changed: %+v", out[1:])
 	}
 }
