@@ -2,7 +2,6 @@ package metricscheck
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -13,9 +12,6 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
 	"github.com/segmentio/kafka-go"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
@@ -234,25 +230,5 @@ func TestReceiverScrapeLints(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer admin.Shutdown(t.Context())
-	resp, err := http.Get("http://" + admin.Addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	families, err := parser.TextToMetricFamilies(strings.NewReader(string(body)))
-	if err != nil {
-		t.Fatalf("parsing the scrape: %v", err)
-	}
-	if families["kafkachannel_receiver_events_total"] == nil {
-		t.Fatalf("the request was not counted; scrape:\n%s", body)
-	}
-	problems, err := promlint.New(strings.NewReader(string(body))).Lint()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, p := range problems {
-		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
-	}
+	lint(t, "receiver", "http://"+admin.Addr+"/metrics", "kafkachannel_receiver_events_total", "kafkachannel_receiver_request_duration_seconds")
 }
