@@ -247,3 +247,21 @@ func TestTraceCrossesHTTPKafkaHTTPInMemory(t *testing.T) {
 	}
 	checkPath(t, tid, hops)
 }
+
+// Spans still in the batch when a pod stops are sent by Shutdown.
+func TestShutdownFlushesSpans(t *testing.T) {
+	collector := newZipkinCollector(t)
+	dir := t.TempDir()
+	writeConfigMap(t, dir, ConfigTracing, map[string]string{"backend": "zipkin", "zipkin-endpoint": collector.URL(), "debug": "true"})
+	o := startForTest(t, Options{ConfigDir: dir})
+	_, span := otel.Tracer("test").Start(context.Background(), "last words")
+	span.End()
+	// The batch processor would wait 5 s; Shutdown must not.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	mustf(t, o.Shutdown(ctx), "Shutdown")
+	spans, _ := collector.get()
+	if len(spans) != 1 || spans[0].Name != "last words" {
+		t.Errorf("collector has %+v, want the one span", spans)
+	}
+}
