@@ -123,6 +123,9 @@ func startForTest(t *testing.T, opts Options) *Observability {
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 50 * time.Millisecond
 	}
+	if opts.LogWriter == nil {
+		opts.LogWriter = t.Output() // shown with the test's own output, on failure or with -v
+	}
 	o, err := Start(context.Background(), opts)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
