@@ -92,7 +92,7 @@ func run(ctx context.Context, cmd string, c config) error {
 	if err != nil {
 		return fmt.Errorf("creating %s: %w", logPath, err)
 	}
-	defer logFile.Close()
+	defer func() { _ = logFile.Close() }()
 	core := zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(logFile), zap.InfoLevel)
 	log := zapr.NewLogger(zap.New(core))
 	ctrllog.SetLogger(log)
@@ -169,10 +169,18 @@ func startSink(bin string, port int) (*sink, error) {
 		return nil, fmt.Errorf("starting %s (run `make build`): %w", sk.cmd.Path, err)
 	}
 	go func() {
+		// The first event is shown in full, the others by their summary line.
 		sc := bufio.NewScanner(out)
+		events := 0
 		for sc.Scan() {
 			line := sc.Text()
-			fmt.Println("    [event-display] " + line)
+			summary := strings.HasPrefix(line, "received event id=")
+			if summary {
+				events++
+			}
+			if summary || events <= 1 {
+				fmt.Println("    [event-display] " + line)
+			}
 			if rest, ok := strings.CutPrefix(line, "received event id="); ok {
 				id, _, _ := strings.Cut(rest, " ")
 				sk.mu.Lock()

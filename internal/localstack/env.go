@@ -274,7 +274,7 @@ func (n *Node) refreshVolumes(ctx context.Context, p *pod) error {
 		case v.Secret != nil:
 			optional, items = isOptional(v.Secret.Optional), v.Secret.Items
 			s, err := n.getSecret(ctx, p.namespace, v.Secret.SecretName)
-			if err != nil && !(optional && apierrors.IsNotFound(err)) {
+			if err != nil && (!optional || !apierrors.IsNotFound(err)) {
 				return fmt.Errorf("volume %q: secret %q: %w", v.Name, v.Secret.SecretName, err)
 			}
 			if s != nil {
@@ -283,7 +283,7 @@ func (n *Node) refreshVolumes(ctx context.Context, p *pod) error {
 		case v.ConfigMap != nil:
 			optional, items = isOptional(v.ConfigMap.Optional), v.ConfigMap.Items
 			cm, err := n.getConfigMap(ctx, p.namespace, v.ConfigMap.Name)
-			if err != nil && !(optional && apierrors.IsNotFound(err)) {
+			if err != nil && (!optional || !apierrors.IsNotFound(err)) {
 				return fmt.Errorf("volume %q: configmap %q: %w", v.Name, v.ConfigMap.Name, err)
 			}
 			if cm != nil {

@@ -163,7 +163,7 @@ func freePort() (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("finding a free port: %w", err)
 	}
-	defer l.Close()
+	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
@@ -244,8 +244,8 @@ func (p *pod) runOnce(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("opening the pod log: %w", err)
 	}
-	defer logf.Close()
-	fmt.Fprintf(logf, "--- %s starting %s (restart %d)\n", time.Now().Format(time.RFC3339), strings.Join(argv, " "), p.restarts)
+	defer func() { _ = logf.Close() }()
+	_, _ = fmt.Fprintf(logf, "--- %s starting %s (restart %d)\n", time.Now().Format(time.RFC3339), strings.Join(argv, " "), p.restarts)
 
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = procEnv
@@ -265,8 +265,8 @@ func (p *pod) runOnce(ctx context.Context) error {
 	p.node.poke()
 	p.log.V(1).Info("container started", "pid", cmd.Process.Pid)
 
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	exited := make(chan exitResult, 1)
+	go func() { exited <- exitResult{cmd.Wait()} }()
 	probeCtx, stopProbes := context.WithCancel(ctx)
 	defer stopProbes()
 	unhealthy := make(chan string, 1)
@@ -274,10 +274,10 @@ func (p *pod) runOnce(ctx context.Context) error {
 	go p.probeLiveness(probeCtx, c, unhealthy)
 
 	select {
-	case err := <-exited:
-		fmt.Fprintf(logf, "--- %s exited: %v\n", time.Now().Format(time.RFC3339), errString(err))
-		if err != nil {
-			return fmt.Errorf("container exited: %w", err)
+	case res := <-exited:
+		_, _ = fmt.Fprintf(logf, "--- %s exited: %v\n", time.Now().Format(time.RFC3339), errString(res.err))
+		if res.err != nil {
+			return fmt.Errorf("container exited: %w", res.err)
 		}
 		return nil
 	case reason := <-unhealthy:
@@ -290,7 +290,10 @@ func (p *pod) runOnce(ctx context.Context) error {
 }
 
 // stopProcess sends SIGTERM to the process group, then SIGKILL after the grace period.
-func (p *pod) stopProcess(cmd *exec.Cmd, exited <-chan error) {
+// exitResult carries a process's exit status out of the goroutine that waits for it.
+type exitResult struct{ err error }
+
+func (p *pod) stopProcess(cmd *exec.Cmd, exited <-chan exitResult) {
 	grace := maxGracePeriod
 	if g := p.template.Spec.TerminationGracePeriodSeconds; g != nil {
 		grace = min(grace, time.Duration(*g)*time.Second)

@@ -567,7 +567,7 @@ func (p *supervised) start() {
 			p.mu.Lock()
 			if p.stopping {
 				p.mu.Unlock()
-				f.Close()
+				_ = f.Close()
 				return
 			}
 			err = cmd.Start()
@@ -576,7 +576,7 @@ func (p *supervised) start() {
 			if err == nil {
 				err = cmd.Wait()
 			}
-			f.Close()
+			_ = f.Close()
 			p.mu.Lock()
 			p.nexits++
 			stopping := p.stopping

@@ -167,6 +167,43 @@ func TestEndToEnd(t *testing.T) {
 		return
 	}
 
+	t.Run("a second channel created while the receiver runs accepts events once Ready", func(t *testing.T) {
+		sub := newRecorder(t, "second")
+		u := sub.URL()
+		second := &v1beta1.KafkaChannel{
+			ObjectMeta: metav1.ObjectMeta{Name: "second", Namespace: chNS},
+			Spec: v1beta1.KafkaChannelSpec{NumPartitions: 2,
+				Subscribers: []v1beta1.SubscriberSpec{{Name: "second", UID: "uid-second", Generation: 1, SubscriberURI: &u}}},
+		}
+		if err := s.Client.Create(ctx, second); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := s.Client.Delete(ctx, second); err != nil {
+				t.Errorf("deleting the second channel: %v", err)
+			}
+		}()
+		eventually(t, 2*time.Minute, "second channel Ready", func() error {
+			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(second), second); err != nil {
+				return err
+			}
+			for _, c := range second.Status.Conditions {
+				if c.Type == v1beta1.ConditionReady && c.Status == metav1.ConditionTrue &&
+					len(second.Status.Subscribers) == 1 && second.Status.Subscribers[0].Ready == "True" {
+					return nil
+				}
+			}
+			return fmt.Errorf("conditions %v subscribers %v", second.Status.Conditions, second.Status.Subscribers)
+		})
+		// Ready promises the address works: a client may retry briefly, not for half a minute.
+		e := makeEvent("second", 0)
+		eventually(t, 10*time.Second, "the receiver accepts an event for the new channel", func() error {
+			return sendEvent(ctx, fmt.Sprintf("%s/%s/%s", s.ReceiverURL, chNS, "second"), e)
+		})
+		sub.waitAll(t, []string{e.id}, time.Minute)
+		checkUnaltered(t, sub, []sent{e})
+	})
+
 	t.Run("a third subscriber added while events flow", func(t *testing.T) {
 		f := startFlow(url, "flow3", 20*time.Millisecond)
 		eventually(t, 30*time.Second, "events flowing", func() error {
