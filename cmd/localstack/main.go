@@ -66,7 +66,7 @@ func main() {
 	_ = fs.Parse(os.Args[2:])
 	c.exit = os.Getenv("DEMO_EXIT") == "1"
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	if err := run(ctx, cmd, c); err != nil {
 		if errors.Is(err, localstack.ErrUsage) {
@@ -136,7 +136,7 @@ func printCommands(s *localstack.Stack, c config) {
 	fmt.Printf(`
 The system is running; Ctrl-C stops everything. Try:
 
-  source %[1]s
+  set -a; source %[1]s; set +a     # KUBECONFIG, KAFKA_BOOTSTRAP_SERVERS, RECEIVER_URL, OPERATOR_NAMESPACE
   kubectl --kubeconfig %[2]s get kafkachannels -A
   kubectl --kubeconfig %[2]s get deployments -n %[3]s
   curl -i -X POST "%[4]s/%[5]s/%[6]s" -H "Ce-Id: $RANDOM" -H "Ce-Specversion: 1.0" \

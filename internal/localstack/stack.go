@@ -1,7 +1,3 @@
-// Package localstack runs the whole system on one machine with no cluster, no Docker and no Kafka
-// install: a real kube-apiserver and etcd (envtest binaries), an embedded Kafka (kfake) or a real
-// one, the manager as its own process, and a local node that runs the Deployments the manager
-// writes as local processes. `make demo` and the end-to-end tests both use it.
 package localstack
 
 import (
