@@ -166,9 +166,10 @@ func classify(err error, dst destination, ctx context.Context) (string, error) {
 	var hostErr x509.HostnameError
 	var recErr tls.RecordHeaderError
 	field := "subscriberCACerts"
-	if dst.kind == destReply {
+	switch dst.kind {
+	case destReply:
 		field = "replyCACerts"
-	} else if dst.kind == destDeadLetter {
+	case destDeadLetter:
 		field = "deadLetterSink CACerts"
 	}
 	switch {

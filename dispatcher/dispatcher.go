@@ -264,13 +264,6 @@ func (d *Dispatcher) setState(s SubscriberState) {
 	d.notify()
 }
 
-func (d *Dispatcher) dropState(uid string) {
-	d.mu.Lock()
-	delete(d.states, uid)
-	d.mu.Unlock()
-	d.notify()
-}
-
 func (d *Dispatcher) notify() {
 	select {
 	case d.changed <- struct{}{}:

@@ -333,7 +333,11 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 		ReadBackoffMax: time.Second,
 		ErrorLogger:    kafka.LoggerFunc(func(f string, a ...any) { log.V(1).Info(fmt.Sprintf(f, a...)) }),
 	})
-	defer r.Close()
+	defer func() {
+		if err := r.Close(); err != nil {
+			log.V(1).Info("closing the partition reader", "error", err.Error())
+		}
+	}()
 	if err := r.SetOffset(start); err != nil {
 		log.Error(err, "setting the start offset", "offset", start)
 		return
