@@ -73,7 +73,7 @@ func (o outcome) describe() string {
 	return fmt.Sprintf("HTTP %d", o.code)
 }
 
-// send POSTs ev to dst in binary mode and retries per pol. It returns early, without a
+// send POSTs ev to dst (binary mode unless the delivery format is json) and retries per pol. It returns early, without a
 // verdict, only when ctx ends (the caller then leaves the record uncommitted).
 func (s *subscription) send(ctx context.Context, dst destination, ev *event.Event, pol Policy) outcome {
 	ctx, span := otel.Tracer(tracerName).Start(ctx, "deliver "+dst.kind, trace.WithSpanKind(trace.SpanKindClient),
@@ -85,7 +85,7 @@ func (s *subscription) send(ctx context.Context, dst destination, ev *event.Even
 			s.d.metrics.retries.WithLabelValues(s.group, dst.kind).Inc()
 		}
 		var hdr http.Header
-		last, hdr = s.attempt(ctx, dst, ev, pol.Timeout)
+		last, hdr = s.attempt(ctx, dst, ev, pol)
 		s.d.metrics.deliveries.WithLabelValues(s.group, dst.kind, last.reason).Inc()
 		if last.ok() || ctx.Err() != nil {
 			break
@@ -113,14 +113,18 @@ func (s *subscription) send(ctx context.Context, dst destination, ev *event.Even
 	return last
 }
 
-func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.Event, timeout time.Duration) (outcome, http.Header) {
-	actx, cancel := context.WithTimeout(ctx, timeout)
+func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.Event, pol Policy) (outcome, http.Header) {
+	actx, cancel := context.WithTimeout(ctx, pol.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, dst.uri, nil)
 	if err != nil {
 		return outcome{err: fmt.Errorf("building the request to %s: %w", dst.uri, err), reason: "error"}, nil
 	}
-	if err := cehttp.WriteRequest(binding.WithForceBinary(actx), binding.ToMessage(ev), req); err != nil {
+	wctx := binding.WithForceBinary(actx)
+	if pol.Structured {
+		wctx = binding.WithForceStructured(actx)
+	}
+	if err := cehttp.WriteRequest(wctx, binding.ToMessage(ev), req); err != nil {
 		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", ev.ID(), dst.uri, err), reason: "error"}, nil
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))

@@ -449,3 +449,40 @@ func TestHTTPSSubscriberWithCACerts(t *testing.T) {
 		t.Errorf("tls deliveries metric = %v, want 3", v)
 	}
 }
+
+// Delivery format json sends structured mode; the default is binary. Either way the event
+// arrives whole.
+func TestDeliveryFormat(t *testing.T) {
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 1)
+	var mu sync.Mutex
+	contentTypes := map[string]string{}
+	mk := func(name string) *sink {
+		s := &sink{}
+		s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			contentTypes[name] = r.Header.Get("Content-Type")
+			mu.Unlock()
+			s.serve(w, r)
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	bin, js := mk("binary"), mk("json")
+	rd := e.start(nil)
+	sb, sj := sub("bin", 1, bin.URL), sub("json", 1, js.URL)
+	sj.Delivery = &v1beta1.DeliverySpec{Format: ptr(v1beta1.DeliveryFormat("json"))}
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sb, sj}})
+	rd.waitReady(t, sb, sj)
+	ids := e.produce(0, 1)
+	bin.waitIDs(t, ids, 10*time.Second)
+	js.waitIDs(t, ids, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if contentTypes["binary"] != "application/json" || !strings.HasPrefix(contentTypes["json"], "application/cloudevents+json") {
+		t.Errorf("content types %v", contentTypes)
+	}
+	if got := js.received()[0]; got.Extensions()["seq"] == nil || !strings.Contains(string(got.Data()), `"seq"`) {
+		t.Errorf("structured event lost data: %s", got)
+	}
+}

@@ -35,6 +35,8 @@ type Policy struct {
 	Timeout time.Duration
 	// RetryAfterMax caps Retry-After; zero means Retry-After is ignored.
 	RetryAfterMax time.Duration
+	// Structured sends events in structured mode (delivery format "json") instead of binary.
+	Structured bool
 }
 
 // ResolvePolicy merges a subscriber's DeliverySpec over the channel's, field by field, the way
@@ -64,6 +66,13 @@ func ResolvePolicy(sub, channel *v1beta1.DeliverySpec) (Policy, error) {
 	if policy != nil {
 		p.Exponential = *policy != v1beta1.BackoffPolicyLinear
 	}
+	var format *v1beta1.DeliveryFormat
+	if sub != nil && sub.Format != nil {
+		format = sub.Format
+	} else if channel != nil {
+		format = channel.Format
+	}
+	p.Structured = format != nil && *format == "json"
 	for _, f := range []struct {
 		name string
 		get  func(*v1beta1.DeliverySpec) *string
