@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"go.uber.org/zap/zapcore"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -59,13 +60,17 @@ func main() {
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
-	if err := run(o); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, o, ctrlconfig.GetConfig); err != nil {
 		fmt.Fprintln(os.Stderr, "dispatcher:", err)
+		stop()
 		os.Exit(1)
 	}
 }
 
-func run(o options) error {
+// run dispatches until ctx ends (SIGTERM), then shuts down gracefully.
+func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)) error {
 	if o.namespace == "" || o.name == "" {
 		return errors.New("the channel is not set: CHANNEL_NAMESPACE and CHANNEL_NAME (or --channel-namespace, --channel-name) are required")
 	}
@@ -80,16 +85,13 @@ func run(o options) error {
 	log = log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
 	ctrllog.SetLogger(log)
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-
 	kc, err := kafkaconn.ReadDir(o.secretDir)
 	if err != nil {
 		return err
 	}
 	log.Info("kafka connection", "kafka", kc.String(), "topic", o.topic)
 
-	restCfg, err := ctrlconfig.GetConfig()
+	restCfg, err := kubeConfig()
 	if err != nil {
 		return fmt.Errorf("finding the Kubernetes API: %w", err)
 	}
