@@ -105,5 +105,25 @@ func decodeEvent(ctx context.Context, req *http.Request, body []byte) (*event.Ev
 	if err := e.Validate(); err != nil {
 		return nil, reject(http.StatusBadRequest, "not a valid CloudEvent: %v", err)
 	}
+	// sdk-go lets some versions through with names the spec forbids (upper case in v0.3
+	// structured mode); Kafka headers and HTTP headers would fold them, changing the event.
+	for name := range e.Extensions() {
+		if !validAttributeName(name) {
+			return nil, reject(http.StatusBadRequest,
+				"not a valid CloudEvent: extension attribute name %q must consist of lower-case letters and digits only", name)
+		}
+	}
 	return e, nil
+}
+
+func validAttributeName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range name {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }

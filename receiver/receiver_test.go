@@ -146,6 +146,8 @@ func TestResponseCodes(t *testing.T) {
 		{name: "structured, broken JSON", req: rawRequest(t, "POST", path, map[string]string{"Content-Type": "application/cloudevents+json"}, `{"specversion":`), code: 400, inBody: "not a valid CloudEvent"},
 		{name: "structured without type", req: rawRequest(t, "POST", path, map[string]string{"Content-Type": "application/cloudevents+json"},
 			`{"specversion":"1.0","id":"2","source":"/s"}`), code: 400, inBody: "type"},
+		{name: "upper-case extension name", req: rawRequest(t, "POST", path, map[string]string{"Content-Type": "application/cloudevents+json"},
+			`{"specversion":"0.3","id":"2","source":"/s","type":"t","MyExt":"v"}`), code: 400, inBody: `"MyExt"`},
 
 		{name: "batched mode", req: rawRequest(t, "POST", path, map[string]string{"Content-Type": "application/cloudevents-batch+json"},
 			`[{"specversion":"1.0","id":"2","source":"/s","type":"t"}]`), code: 415, inBody: "batched mode"},
@@ -197,7 +199,7 @@ func TestResponseCodes(t *testing.T) {
 
 	checkMetrics(t, r, map[string]float64{
 		`kafkachannel_receiver_events_total{channel="codes/ready",code="202"}`:   float64(accepted),
-		`kafkachannel_receiver_events_total{channel="codes/ready",code="400"}`:   7,
+		`kafkachannel_receiver_events_total{channel="codes/ready",code="400"}`:   8,
 		`kafkachannel_receiver_events_total{channel="codes/pending",code="503"}`: 2,
 		`kafkachannel_receiver_events_total{channel="unknown",code="404"}`:       4,
 		`kafkachannel_receiver_events_total{channel="unknown",code="405"}`:       4,

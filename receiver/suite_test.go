@@ -3,6 +3,7 @@ package receiver
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -39,6 +40,13 @@ var (
 const defaultEnvtestAssets = "/root/.cache/kafkachannel/envtest/k8s/1.35.4-linux-amd64"
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	if fuzzing() {
+		// The fuzz target needs no cluster, and fuzz workers are restarted and killed at will:
+		// an apiserver per worker would be slow and left behind.
+		channels = NewIndex()
+		os.Exit(m.Run())
+	}
 	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
 		if _, err := os.Stat(defaultEnvtestAssets); err != nil {
 			fmt.Fprintln(os.Stderr, "KUBEBUILDER_ASSETS is not set: run `make envtest` (it builds kube-apiserver and etcd)")
@@ -75,6 +83,15 @@ func TestMain(m *testing.M) {
 		return m.Run()
 	}()
 	os.Exit(code)
+}
+
+func fuzzing() bool {
+	for _, name := range []string{"test.fuzz", "test.fuzzworker"} {
+		if f := flag.Lookup(name); f != nil && f.Value.String() != "" && f.Value.String() != "false" {
+			return true
+		}
+	}
+	return false
 }
 
 // testReceiver is a receiver on a real port of 127.0.0.1 writing to a real Kafka.
