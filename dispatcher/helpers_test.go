@@ -157,7 +157,7 @@ func (e *env) start(mod func(*Config)) *runningDispatcher {
 		CommitInterval:    50 * time.Millisecond,
 		DrainTimeout:      3 * time.Second,
 		MaxWait:           200 * time.Millisecond,
-		SessionTimeout:    3 * time.Second,
+		SessionTimeout:    6 * time.Second,
 		HeartbeatInterval: 300 * time.Millisecond,
 		RebalanceTimeout:  3 * time.Second,
 		JoinGroupBackoff:  200 * time.Millisecond,
