@@ -11,11 +11,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -144,7 +146,7 @@ func TestNode(t *testing.T) {
 		t.Fatalf("building the fake pod: %v\n%s", err, out)
 	}
 
-	ctrllog.SetLogger(testr.New(t))
+	ctrllog.SetLogger(testLogger(t))
 	env := &envtest.Environment{BinaryAssetsDirectory: assets}
 	cfg, err := env.Start()
 	if err != nil {
@@ -169,7 +171,7 @@ func TestNode(t *testing.T) {
 	dir := t.TempDir()
 	nodeCtx, stop := context.WithCancel(ctx)
 	n := &Node{Config: cfg, Namespace: testNS, BinDir: bin, Dir: dir, Kubeconfig: "/nonexistent/kubeconfig",
-		PodsFile: filepath.Join(dir, "pods"), Log: testr.New(t)}
+		PodsFile: filepath.Join(dir, "pods"), Log: testLogger(t)}
 	if err := n.Start(nodeCtx); err != nil {
 		t.Fatal(err)
 	}
@@ -484,4 +486,19 @@ func TestExpandVars(t *testing.T) {
 			t.Errorf("expandVars(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// testLogger logs to t until the test's cleanup starts: background goroutines that log after
+// the test ended would otherwise panic.
+func testLogger(t *testing.T) logr.Logger {
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Log(prefix, args)
+		}
+	}, funcr.Options{})
 }

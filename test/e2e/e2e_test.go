@@ -19,7 +19,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/testr"
 	"github.com/segmentio/kafka-go"
 	appsv1 "k8s.io/api/apps/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -47,7 +46,7 @@ func startStack(t *testing.T) *localstack.Stack {
 		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
 	}
 	bin := buildBinaries(t)
-	log := testr.NewWithOptions(t, testr.Options{Verbosity: 0})
+	log := testLogger(t)
 	ctrllog.SetLogger(log)
 	dir := t.TempDir()
 	s, err := localstack.Start(context.Background(), localstack.Options{

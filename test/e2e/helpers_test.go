@@ -19,6 +19,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 )
@@ -203,6 +205,12 @@ func checkUnaltered(t *testing.T, r *recorder, evs []sent) {
 			continue
 		}
 		ext, _ := got.Extensions()["e2eext"].(string)
+		for name := range got.Extensions() {
+			// Trace context may be added on the way (W3C traceparent/tracestate); nothing else.
+			if name != "e2eext" && name != "traceparent" && name != "tracestate" {
+				t.Errorf("%s: event %s gained extension %s=%v", r.name, e.id, name, got.Extensions()[name])
+			}
+		}
 		if got.SpecVersion() != "1.0" || got.Source() != e.source || got.Type() != e.typ || got.Subject() != e.subject ||
 			ext != e.ext || got.DataContentType() != "application/json" || string(got.Data()) != e.data {
 			t.Errorf("%s: event %s altered:\n got %s\nwant %+v", r.name, e.id, got.String(), e)
@@ -295,4 +303,19 @@ func consumed(url string) (map[string]map[string]float64, error) {
 		out[consumer][partition] = v
 	}
 	return out, sc.Err()
+}
+
+// testLogger logs to t until the test's cleanup starts: background goroutines that log after
+// the test ended would otherwise panic.
+func testLogger(t *testing.T) logr.Logger {
+	var mu sync.Mutex
+	done := false
+	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
+	return funcr.New(func(prefix, args string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !done {
+			t.Log(prefix, args)
+		}
+	}, funcr.Options{})
 }
