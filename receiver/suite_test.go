@@ -102,7 +102,7 @@ type testReceiver struct {
 	kafka    *kafkatest.Kafka
 }
 
-func kafkaConfig(t *testing.T, k *kafkatest.Kafka) *kafkaconn.Config {
+func kafkaConfig(t testing.TB, k *kafkatest.Kafka) *kafkaconn.Config {
 	t.Helper()
 	kc, err := kafkaconn.Parse(map[string][]byte{kafkaconn.KeyBrokers: []byte(k.BootstrapServers())})
 	if err != nil {
@@ -191,7 +191,7 @@ func createChannel(t *testing.T, k *kafkatest.Kafka, namespace, name string, par
 	return ch
 }
 
-func createTopic(t *testing.T, k *kafkatest.Kafka, topic string, partitions int) {
+func createTopic(t testing.TB, k *kafkatest.Kafka, topic string, partitions int) {
 	t.Helper()
 	c := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second}
 	res, err := c.CreateTopics(context.Background(), &kafka.CreateTopicsRequest{
