@@ -81,8 +81,19 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
 		return fmt.Errorf("--log-level: %w", err)
 	}
-	log, _ := observability.NewLogger("dispatcher", level)
-	log = log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	// Logging, tracing and profiling follow the mounted config-* ConfigMaps, live; the admin
+	// server (/metrics, /healthz, /readyz) starts here too.
+	obs, err := observability.Start(ctx, observability.Options{Component: observability.ComponentDispatcher, DefaultLogLevel: level})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Last, so the spans of the final deliveries are flushed.
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = obs.Shutdown(sctx)
+	}()
+	log := obs.Log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
 	ctrllog.SetLogger(log)
 
 	kc, err := kafkaconn.ReadDir(o.secretDir)
@@ -104,7 +115,6 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 
-	reg := observability.NewRegistry()
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers:          kc.Brokers,
 		Dialer:           kc.Dialer(),
@@ -113,7 +123,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		ChannelNamespace: o.namespace,
 		ChannelName:      o.name,
 		Topic:            o.topic,
-		Registry:         reg,
+		Registry:         obs.Registry,
 		Log:              log,
 		MaxInFlight:      o.maxInFlight,
 		CommitInterval:   o.commitInterval,
@@ -124,7 +134,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		return err
 	}
 
-	admin := &observability.AdminServer{Addr: observability.Addr(observability.MetricsPort), Registry: reg, Log: log}
+	admin := obs.Admin
 	admin.AddLivenessCheck("process", func() error { return nil })
 	var shuttingDown atomic.Bool
 	admin.AddReadinessCheck("shutdown", func() error {
@@ -134,14 +144,6 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		return nil
 	})
 	admin.AddReadinessCheck("channel", d.Started)
-	if err := admin.Start(); err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = admin.Shutdown(sctx)
-	}()
 
 	if _, err := kube.Watch(ctx, restCfg, scheme, o.namespace, o.name, func(ch *v1beta1.KafkaChannel) {
 		if ch == nil {
