@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -97,6 +98,15 @@ func run(ctx context.Context, cmd string, c config) error {
 	log := zapr.NewLogger(zap.New(core))
 	ctrllog.SetLogger(log)
 
+	if cmd == "demo" {
+		// Found before the stack starts, not a minute later as events that never arrive.
+		l, err := net.Listen("tcp", fmt.Sprintf(":%d", c.sinkPort))
+		if err != nil {
+			return fmt.Errorf("%wport %d for the demo's event display is in use: stop that process or pick another port with --sink-port",
+				localstack.ErrUsage, c.sinkPort)
+		}
+		_ = l.Close()
+	}
 	step("starting kube-apiserver + etcd, Kafka, the manager and the local node (logs: %s)", c.dir)
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Options{
