@@ -4,7 +4,9 @@
 package main
 
 import (
+	"context"
 	"flag"
+	"fmt"
 	"os"
 
 	"go.uber.org/zap/zapcore"
@@ -12,6 +14,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	crmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
@@ -34,7 +37,18 @@ func main() {
 	if err != nil {
 		level = zapcore.InfoLevel
 	}
-	log, _ := observability.NewLogger("manager", level)
+	ctx := ctrl.SetupSignalHandler()
+	// Logging and tracing follow the config-* ConfigMaps mounted under CONFIG_DIR (live);
+	// controller-runtime serves the manager's metrics, so no admin server of our own.
+	obs, err := observability.Start(ctx, observability.Options{
+		Component: observability.ComponentController, DisableAdmin: true, DefaultLogLevel: level,
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "manager:", err)
+		os.Exit(1)
+	}
+	defer func() { _ = obs.Shutdown(context.Background()) }()
+	log := obs.Log
 	ctrl.SetLogger(log)
 
 	cfg, err := controllers.ConfigFromOSEnv()
@@ -82,6 +96,10 @@ func main() {
 		log.Error(err, "setting up the KafkaChannel controller")
 		os.Exit(1)
 	}
+	if err := crmetrics.Registry.Register(&controllers.ChannelsCollector{Reader: mgr.GetClient()}); err != nil {
+		log.Error(err, "registering the channels gauge")
+		os.Exit(1)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		log.Error(err, "adding the health check")
 		os.Exit(1)
@@ -93,8 +111,9 @@ func main() {
 
 	log.Info("starting", "operatorNamespace", cfg.OperatorNamespace, "kafkaSecret", cfg.SecretName,
 		"dispatcherImage", cfg.Dispatcher.Image, "receiverImage", cfg.Receiver.Image)
-	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager stopped")
+		_ = obs.Shutdown(context.Background())
 		os.Exit(1)
 	}
 }
