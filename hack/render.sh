@@ -15,8 +15,8 @@ resources:
 - $rel
 images:
 - name: ghcr.io/kafkachannel/kafkachannel-manager
-  newName: ${img%:*}
-  newTag: ${img##*:}
+  newName: "${img%:*}"
+  newTag: "${img##*:}"
 patches:
 - target: {kind: Deployment, name: kafkachannel-manager}
   patch: |-
