@@ -59,6 +59,15 @@ generate: controller-gen ## Generate the DeepCopy methods of the API types.
 verify-generated: ## Fail if generated files differ from what the generators write now.
 	@./hack/verify-generated.sh "$(MAKE)"
 
+.PHONY: verify-bundle
+verify-bundle: operator-sdk ## Fail if bundle/ differs from what `make bundle` generates, or does not validate.
+	@before=$$(mktemp -d); cp -r bundle bundle.Dockerfile $$before/; \
+	  $(MAKE) -s bundle >/dev/null 2>&1 || { echo "make bundle failed"; exit 1; }; \
+	  if ! diff -r $$before/bundle bundle >/dev/null || ! diff $$before/bundle.Dockerfile bundle.Dockerfile >/dev/null; then \
+	    echo "bundle/ was out of date; it has been regenerated: review and commit it"; diff -r $$before/bundle bundle | head -40; exit 1; fi; \
+	  rm -rf $$before
+	$(OPERATOR_SDK) bundle validate ./bundle --select-optional suite=operatorframework
+
 .PHONY: fmt
 fmt: ## Run gofmt on the code.
 	gofmt -l -w $$(git ls-files '*.go' | grep -v '^vendor/')
@@ -76,7 +85,7 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: verify-generated fmt-check vet lint envtest kcat ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
+test: verify-generated verify-bundle fmt-check vet lint envtest kcat ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
