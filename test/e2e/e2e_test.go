@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -203,6 +205,57 @@ func TestEndToEnd(t *testing.T) {
 		})
 		sub.waitAll(t, []string{e.id}, time.Minute)
 		checkUnaltered(t, sub, []sent{e})
+	})
+
+	t.Run("config-observability changes apply live: pprof on and off without a restart", func(t *testing.T) {
+		setProfiling := func(v string) {
+			eventually(t, 30*time.Second, "update config-observability", func() error {
+				cm := &corev1.ConfigMap{}
+				if err := s.Client.Get(ctx, client.ObjectKey{Namespace: s.Opts.OperatorNamespace, Name: "config-observability"}, cm); err != nil {
+					return err
+				}
+				cm.Data["profiling.enable"] = v
+				return s.Client.Update(ctx, cm)
+			})
+		}
+		before := dispatcherPods(s)
+		if len(before) == 0 {
+			t.Fatal("no dispatcher pod")
+		}
+		pprof := fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/", before[0].Ports[8008])
+		if resp, err := http.Get(pprof); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				t.Fatalf("%s answers while config-observability disables profiling", pprof)
+			}
+		}
+		setProfiling("true")
+		eventually(t, time.Minute, "pprof answers", func() error {
+			resp, err := http.Get(pprof)
+			if err != nil {
+				return err
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: %d", pprof, resp.StatusCode)
+			}
+			return nil
+		})
+		setProfiling("false")
+		eventually(t, time.Minute, "pprof closed", func() error {
+			resp, err := http.Get(pprof)
+			if err != nil {
+				return nil
+			}
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return fmt.Errorf("%s still answers", pprof)
+			}
+			return nil
+		})
+		if now := dispatcherPods(s); len(now) != len(before) || now[0].PID != before[0].PID {
+			t.Errorf("a ConfigMap change restarted the dispatcher: %+v -> %+v", before, now)
+		}
 	})
 
 	t.Run("a third subscriber added while events flow", func(t *testing.T) {
