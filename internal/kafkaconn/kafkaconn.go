@@ -243,7 +243,7 @@ func hashData(data map[string][]byte) string {
 	sort.Strings(keys)
 	h := sha256.New()
 	for _, k := range keys {
-		fmt.Fprintf(h, "%s=%d:", k, len(data[k]))
+		_, _ = fmt.Fprintf(h, "%s=%d:", k, len(data[k]))
 		h.Write(data[k])
 	}
 	return hex.EncodeToString(h.Sum(nil))[:16]
