@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	metadataapi "github.com/segmentio/kafka-go/protocol/metadata"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 )
@@ -44,9 +45,53 @@ type WriterOptions struct {
 	MaxMessageBytes int64
 }
 
-// NewWriter returns the kafka-go Writer the receiver shares across all requests and channels,
-// so concurrent requests to one partition go out in one produce request.
-func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *kafka.Writer {
+// Writer is the kafka-go Writer the receiver shares across all requests and channels, so
+// concurrent requests to one partition go out in one produce request.
+type Writer struct {
+	*kafka.Writer
+	transport *kafka.Transport
+}
+
+// WriteMessages writes and waits for Kafka's acknowledgement. kafka-go's Transport serves topic
+// metadata from a cache refreshed every MetadataTTL, so the first write to a channel created
+// after the receiver started would fail with UnknownTopicOrPartition for up to that long; the
+// receiver only writes to channels whose topic the manager reported ready, so it refreshes the
+// cache for that topic and tries once more instead of answering 503.
+func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
+	err := w.Writer.WriteMessages(ctx, msgs...)
+	if !errors.Is(err, kafka.UnknownTopicOrPartition) || len(msgs) == 0 {
+		return err
+	}
+	topic := msgs[0].Topic
+	if topic == "" {
+		topic = w.Topic
+	}
+	if rerr := w.refresh(ctx, topic); rerr != nil {
+		return err
+	}
+	return w.Writer.WriteMessages(ctx, msgs...)
+}
+
+// refresh asks the brokers for the topic's metadata, bypassing the cache. Only a request that
+// allows auto-creation makes kafka-go's Transport go to the broker and then update its cache;
+// the topic exists (its channel is ready), so nothing is created. (Only if a channel were deleted
+// in the instant between the receiver's readiness check and this call could a broker with
+// auto.create.topics.enable recreate its topic with broker defaults.)
+func (w *Writer) refresh(ctx context.Context, topic string) error {
+	r, err := w.transport.RoundTrip(ctx, w.Addr, &metadataapi.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: true})
+	if err != nil {
+		return err
+	}
+	for _, t := range r.(*metadataapi.Response).Topics {
+		if t.Name == topic && t.ErrorCode == 0 {
+			return nil
+		}
+	}
+	return kafka.UnknownTopicOrPartition
+}
+
+// NewWriter returns the Writer the receiver shares across all requests and channels.
+func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *Writer {
 	if opts.BatchTimeout <= 0 {
 		opts.BatchTimeout = DefaultBatchTimeout
 	}
@@ -56,9 +101,10 @@ func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *kafka.Writer {
 	if opts.MaxMessageBytes <= 0 {
 		opts.MaxMessageBytes = DefaultMaxBodyBytes + headerSlack
 	}
-	return &kafka.Writer{
+	transport := kc.Transport()
+	return &Writer{transport: transport, Writer: &kafka.Writer{
 		Addr:      kafka.TCP(kc.Brokers...),
-		Transport: kc.Transport(),
+		Transport: transport,
 		// The record key comes from the partitionkey extension: equal keys land on one
 		// partition (the same FNV-1a hash as Sarama, which Knative's Kafka channels used);
 		// records without a key are spread round-robin.
@@ -75,7 +121,7 @@ func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *kafka.Writer {
 		// The manager creates topics with the channel's partitions and retention; a record for a
 		// missing topic must fail, not create a topic with broker defaults.
 		AllowAutoTopicCreation: false,
-	}
+	}}
 }
 
 // writeFailure turns a failed write into a status code and a reason for the client: 503 when

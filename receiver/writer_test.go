@@ -1,0 +1,38 @@
+package receiver
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+)
+
+// A channel created while the receiver runs must take events as soon as its topic exists, not
+// once kafka-go's metadata cache happens to refresh (30 s).
+func TestWriterSeesTopicsCreatedAfterItStarted(t *testing.T) {
+	k := kafkatest.Start(t)
+	w := NewWriter(kafkaConfig(t, k), WriterOptions{})
+	defer w.Close()
+	// Shorter than the Transport's 30 s metadata TTL: waiting for the cache would fail the write.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+
+	createTopic(t, k, "early", 1)
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: "early", Value: []byte("1")}); err != nil {
+		t.Fatalf("first topic: %v", err)
+	}
+	createTopic(t, k, "late", 2)
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: "late", Value: []byte("2")}); err != nil {
+		t.Fatalf("topic created after the writer's first metadata fetch: %v", err)
+	}
+	if kafkatest.External() {
+		return // a real broker may auto-create topics; the in-process one never does
+	}
+	// A topic that really does not exist still fails.
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: "never-created", Value: []byte("3")}); err == nil {
+		t.Error("a write to a missing topic succeeded")
+	}
+}
