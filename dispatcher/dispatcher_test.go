@@ -119,6 +119,15 @@ func TestOrderedDeliveryPerPartitionAndSeedMetric(t *testing.T) {
 	if v, _ := metricValue(t, rd, MetricReady, map[string]string{"consumer": group}); v != 1 {
 		t.Errorf("ready gauge = %v", v)
 	}
+	// Both latency histograms saw every event (sample counts; the values are not asserted).
+	for _, name := range []string{MetricLatency, MetricEventLatency} {
+		eventually(t, 10*time.Second, func() error {
+			if v, _ := metricValue(t, rd, name, map[string]string{"consumer": group}); v != 180 {
+				return fmt.Errorf("%s has %v samples, want 180", name, v)
+			}
+			return nil
+		})
+	}
 	eventually(t, 10*time.Second, func() error {
 		for p, o := range e.committed("uid-a") {
 			if o != 60 {

@@ -14,6 +14,7 @@ const (
 	MetricDiscarded    = "kafkachannel_dispatcher_discarded_total"
 	MetricLost         = "kafkachannel_dispatcher_lost_total"
 	MetricLatency      = "kafkachannel_dispatcher_dispatch_latency_seconds"
+	MetricEventLatency = "kafkachannel_dispatcher_event_latency_seconds"
 	MetricLag          = "kafkachannel_dispatcher_consumer_lag"
 	MetricReady        = "kafkachannel_dispatcher_subscriber_ready"
 )
@@ -26,6 +27,7 @@ type metrics struct {
 	discarded    *prometheus.CounterVec   // consumer, reason
 	lost         *prometheus.CounterVec   // consumer
 	latency      *prometheus.HistogramVec // consumer
+	eventLatency *prometheus.HistogramVec // consumer
 	lag          *prometheus.GaugeVec     // consumer, partition, topic
 	ready        *prometheus.GaugeVec     // consumer
 }
@@ -61,6 +63,11 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from fetching a record to finishing it (delivered, replied, dead-lettered or lost), retries included.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
 		}, []string{"consumer"}),
+		eventLatency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    MetricEventLatency,
+			Help:    "End-to-end latency: time from the record's Kafka timestamp (when the receiver wrote it) to finishing it, time waiting in the topic included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"consumer"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricLag,
 			Help: "Records between the group's committed offset and the partition's high watermark, as last seen.",
@@ -70,7 +77,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "1 once the subscriber's group joined and its start offsets are committed, else 0.",
 		}, []string{"consumer"}),
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.lag, m.ready} {
+	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -391,6 +391,9 @@ fetch:
 			if s.handle(dctx, &msg) {
 				tr.markDone(msg.Offset)
 				s.d.metrics.latency.WithLabelValues(s.group).Observe(time.Since(fetched).Seconds())
+				if !msg.Time.IsZero() {
+					s.d.metrics.eventLatency.WithLabelValues(s.group).Observe(max(time.Since(msg.Time).Seconds(), 0))
+				}
 			}
 			<-slots
 		}()
