@@ -119,6 +119,9 @@ func New(cfg Config) (*Receiver, error) {
 func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	ctx := r.propagator.Extract(req.Context(), propagation.HeaderCarrier(req.Header))
+	if trace.SpanContextFromContext(ctx).IsValid() {
+		ctx = context.WithValue(ctx, senderTracedKey{}, true)
+	}
 	ctx, span := r.tracer.Start(ctx, "kafkachannel.receive", trace.WithSpanKind(trace.SpanKindServer),
 		trace.WithAttributes(
 			attribute.String("http.request.method", req.Method),

@@ -24,6 +24,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
@@ -353,6 +354,12 @@ func TestTraceContextCarried(t *testing.T) {
 	prev := otel.GetTextMapPropagator()
 	otel.SetTextMapPropagator(propagation.TraceContext{})
 	t.Cleanup(func() { otel.SetTextMapPropagator(prev) })
+	// A real SDK provider, as in the binaries: the receiver's own spans then have valid
+	// contexts, and an untraced sender's event must still not gain a traceparent.
+	prevTP := otel.GetTracerProvider()
+	tp := sdktrace.NewTracerProvider()
+	otel.SetTracerProvider(tp)
+	t.Cleanup(func() { otel.SetTracerProvider(prevTP); _ = tp.Shutdown(context.Background()) })
 
 	k := kafkatest.Start(t)
 	ch := createChannel(t, k, "trace", "events", 1, true)

@@ -28,11 +28,19 @@ func incomingPropagator() propagation.TextMapPropagator {
 	)
 }
 
+// senderTracedKey marks a request whose sender sent a trace context.
+type senderTracedKey struct{}
+
 // setTraceExtension puts the current span's context into the event as the CloudEvents
-// distributed tracing extension, unless the event already carries one: that one names the
-// event's origin, which a hop must not replace.
+// distributed tracing extension when the sender traced the request, unless the event already
+// carries one: that one names the event's origin, which a hop must not replace. An event from
+// an untraced sender stays unaltered; the record's W3C headers still carry the receiver's own
+// trace to the dispatcher.
 func setTraceExtension(ctx context.Context, e *cloudevents.Event) {
 	if _, ok := e.Extensions()[extTraceParent]; ok {
+		return
+	}
+	if traced, _ := ctx.Value(senderTracedKey{}).(bool); !traced {
 		return
 	}
 	carrier := propagation.MapCarrier{}
