@@ -19,7 +19,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -77,23 +76,13 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	if o.topic == "" {
 		o.topic = naming.Topic(o.namespace, o.name)
 	}
-	var level zapcore.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
 	// Logging, tracing and profiling follow the mounted config-* ConfigMaps, live; the admin
 	// server (/metrics, /healthz, /readyz) starts here too.
-	obs, err := observability.Start(ctx, observability.Options{Component: observability.ComponentDispatcher, DefaultLogLevel: level})
+	obs, log, stopObservability, err := observability.StartDataPlane(ctx, observability.ComponentDispatcher, o.logLevel)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		// Last, so the spans of the final deliveries are flushed.
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = obs.Shutdown(sctx)
-	}()
-	log := obs.Log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	defer stopObservability()
 	ctrllog.SetLogger(log)
 
 	kc, err := kafkaconn.ReadDir(o.secretDir)

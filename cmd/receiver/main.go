@@ -18,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"go.uber.org/zap/zapcore"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -60,28 +59,16 @@ func main() {
 }
 
 func run(o options) error {
-	var level zapcore.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		return fmt.Errorf("--log-level: %w", err)
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	// Logging (config-logging), tracing (config-tracing: the global TracerProvider and
-	// propagator), profiling and the admin server on the metrics port.
-	obs, err := observability.Start(ctx, observability.Options{
-		Component:       observability.ComponentReceiver,
-		DefaultLogLevel: level,
-	})
+	// Logging, tracing and profiling follow the mounted config-* ConfigMaps, live; the admin
+	// server (/metrics, /healthz, /readyz) starts here too.
+	obs, log, stopObservability, err := observability.StartDataPlane(ctx, observability.ComponentReceiver, o.logLevel)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = obs.Shutdown(sctx)
-	}()
-	log := obs.Log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	defer stopObservability()
 	ctrllog.SetLogger(log)
 
 	kc, err := kafkaconn.ReadDir(o.secretDir)

@@ -1,0 +1,33 @@
+package observability
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+)
+
+// StartDataPlane is Start as the dispatcher and receiver binaries use it: the level from their
+// --log-level flag (config-logging overrides it live), a logger carrying the pod's name and
+// namespace, and a stop function that flushes spans within 10 s. Call stop last, so the spans
+// of the final requests are exported.
+func StartDataPlane(ctx context.Context, component, logLevel string) (*Observability, logr.Logger, func(), error) {
+	var level zapcore.Level
+	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+		return nil, logr.Discard(), nil, fmt.Errorf("--log-level: %w", err)
+	}
+	obs, err := Start(ctx, Options{Component: component, DefaultLogLevel: level})
+	if err != nil {
+		return nil, logr.Discard(), nil, err
+	}
+	stop := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = obs.Shutdown(sctx)
+	}
+	log := obs.Log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	return obs, log, stop, nil
+}
