@@ -1,0 +1,270 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/dispatcher"
+	"github.com/kafkachannel/kafkachannel/internal/naming"
+)
+
+// ChildCommand is the argument that makes the bench binary run as P5's dispatcher process.
+const ChildCommand = "dispatcher-child"
+
+// ChildMain runs a dispatcher with many subscribers in this process until stdin closes, and
+// prints "ready" once every subscriber is Ready. Kafka and the subscribers live in the parent,
+// so this process's RSS is the dispatcher's alone.
+func ChildMain(args []string) error {
+	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
+	brokers := fs.String("brokers", "", "bootstrap servers")
+	name := fs.String("name", "", "channel name")
+	sink := fs.String("sink", "", "subscriber base URL")
+	subs := fs.Int("subscribers", 100, "subscribers")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	d, err := dispatcher.New(dispatcher.Config{
+		Brokers: strings.Split(*brokers, ","), ChannelNamespace: Namespace, ChannelName: *name,
+		SessionTimeout: 6 * time.Second,
+	})
+	if err != nil {
+		return err
+	}
+	var specs []v1beta1.SubscriberSpec
+	for i := range *subs {
+		specs = append(specs, Subscriber(fmt.Sprintf("sub-%03d", i), fmt.Sprintf("%ssub-%03d", *sink, i)))
+	}
+	d.Update(dispatcher.Channel{Subscribers: specs})
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		// The parent closes stdin to stop us (and dying with it if it is killed).
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		cancel()
+	}()
+	go func() {
+		for ctx.Err() == nil {
+			ready := 0
+			for _, s := range d.States() {
+				if s.Ready == dispatcher.ReadyTrue {
+					ready++
+				}
+			}
+			if ready == *subs {
+				fmt.Println("ready")
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return d.Run(ctx)
+}
+
+// RSSResult is P5.
+type RSSResult struct {
+	IdleMB, LoadMB float64
+	Subscribers    int
+	Partitions     int
+	Deliveries     int
+	ReadyAfter     time.Duration
+}
+
+// DispatcherRSS starts the bench binary as a dispatcher process with `subs` subscribers on a
+// channel of `partitions`, reads its VmRSS once all are Ready and idle, then the peak while
+// `events` records go to every subscriber.
+func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResult, error) {
+	res := RSSResult{Subscribers: subs, Partitions: partitions}
+	ch, err := e.NewChannel("rss", partitions)
+	if err != nil {
+		return res, err
+	}
+	var delivered atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return res, err
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		delivered.Add(1)
+		w.WriteHeader(http.StatusAccepted)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+
+	cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
+		"--sink", "http://"+ln.Addr().String()+"/", "--subscribers", strconv.Itoa(subs))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return res, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return res, err
+	}
+	cmd.Stderr = os.Stderr
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return res, fmt.Errorf("starting the dispatcher process: %w", err)
+	}
+	defer func() {
+		_ = stdin.Close()
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}()
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		if err == nil && strings.TrimSpace(line) != "ready" {
+			err = fmt.Errorf("unexpected output %q", line)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			return res, fmt.Errorf("dispatcher process: %w", err)
+		}
+	case <-time.After(90 * time.Second):
+		return res, errors.New("dispatcher process: subscribers not Ready after 90 s")
+	}
+	res.ReadyAfter = time.Since(start)
+	// Let start-up garbage be collected the way it would in a long-running pod.
+	time.Sleep(3 * time.Second)
+	if res.IdleMB, err = vmRSS(cmd.Process.Pid); err != nil {
+		return res, err
+	}
+	if err := e.Fill(ch, "rss", events); err != nil {
+		return res, err
+	}
+	want := int64(events * subs)
+	deadline := time.Now().Add(60 * time.Second)
+	for delivered.Load() < want && time.Now().Before(deadline) {
+		if mb, err := vmRSS(cmd.Process.Pid); err == nil && mb > res.LoadMB {
+			res.LoadMB = mb
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	res.Deliveries = int(delivered.Load())
+	if delivered.Load() < want {
+		return res, fmt.Errorf("dispatcher process delivered %d of %d", delivered.Load(), want)
+	}
+	return res, nil
+}
+
+// vmRSS reads a process's resident set size in MB from /proc.
+func vmRSS(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("reading the RSS of %d: %w", pid, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
+			if err != nil {
+				return 0, fmt.Errorf("parsing VmRSS %q: %w", v, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// Timings are P6.
+type Timings struct {
+	SubscriberReady time.Duration
+	Rebalanced      time.Duration
+}
+
+// ReadyAndRebalance measures P6: with a dispatcher running one Ready subscriber, the time from
+// Update adding a second subscriber to that one being Ready; then the time from a second
+// dispatcher replica starting to the group having two members that both own partitions.
+func (e *Env) ReadyAndRebalance(partitions int) (Timings, error) {
+	var t Timings
+	ch, err := e.NewChannel("p6", partitions)
+	if err != nil {
+		return t, err
+	}
+	sink, err := StartSink(0)
+	if err != nil {
+		return t, err
+	}
+	defer sink.Close()
+	first := Subscriber("p6-first", sink.URL)
+	c := dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{first}}
+	d, stop, err := e.RunDispatcher(ch, c)
+	if err != nil {
+		return t, err
+	}
+	defer stop()
+	if err := waitReady(d, first.UID, 60*time.Second); err != nil {
+		return t, err
+	}
+	second := Subscriber("p6-second", sink.URL)
+	start := time.Now()
+	d.Update(dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{first, second}})
+	if err := waitReady(d, second.UID, 60*time.Second); err != nil {
+		return t, err
+	}
+	t.SubscriberReady = time.Since(start)
+
+	start = time.Now()
+	_, stop2, err := e.RunDispatcher(ch, dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{first, second}})
+	if err != nil {
+		return t, err
+	}
+	defer stop2()
+	group := naming.GroupID(Namespace, ch.Name, first.UID)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if n, err := e.membersOwning(group); err == nil && n == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return t, fmt.Errorf("group %s not rebalanced over 2 replicas after 60 s", group)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Rebalanced = time.Since(start)
+	return t, nil
+}
+
+// membersOwning counts the members of a stable group that were assigned partitions.
+func (e *Env) membersOwning(group string) (int, error) {
+	res, err := e.client.DescribeGroups(context.Background(), &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, g := range res.Groups {
+		if g.GroupState != "Stable" {
+			return 0, nil
+		}
+		for _, m := range g.Members {
+			for _, tp := range m.MemberAssignments.Topics {
+				if len(tp.Partitions) > 0 {
+					n++
+					break
+				}
+			}
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,102 @@
+// Command bench measures the data plane against baselines from the same run and writes the
+// table to docs/benchmarks.md and a plot to docs/benchmarks.png (`make bench`).
+//
+// The embedded Kafka (kfake) is used unless KAFKA_BOOTSTRAP_SERVERS names a cluster.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"time"
+
+	"github.com/kafkachannel/kafkachannel/bench"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == bench.ChildCommand {
+		if err := bench.ChildMain(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "dispatcher process:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	events := flag.Int("events", 20000, "records per throughput run (P1, P4)")
+	doc := flag.String("doc", "docs/benchmarks.md", "Markdown file to write; empty: none")
+	plot := flag.String("plot", "docs/benchmarks.png", "PNG plot to write; empty: none")
+	flag.Parse()
+
+	env, err := bench.NewEnv()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	defer env.Close()
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "finding the bench binary for P5:", err)
+		os.Exit(1)
+	}
+	start := time.Now()
+	r := &runner{env: env, events: *events, self: self}
+	rows := r.all()
+	fmt.Print(bench.Text(rows))
+	fmt.Printf("total %s\n", time.Since(start).Round(time.Second))
+	if *plot != "" {
+		var buf bytes.Buffer
+		if err := bench.Plot(&buf, r.points); err != nil {
+			fmt.Fprintln(os.Stderr, "drawing the plot:", err)
+			os.Exit(1)
+		}
+		if err := os.WriteFile(*plot, buf.Bytes(), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	if *doc != "" {
+		md := document(rows, r, env.External, time.Since(start))
+		if err := os.WriteFile(*doc, []byte(md), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("wrote", *doc)
+	}
+	for _, row := range rows {
+		if row.Pass == "error" {
+			os.Exit(1)
+		}
+	}
+}
+
+// machine describes where the figures come from.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				model = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	load := ""
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		f := strings.Fields(string(b))
+		if len(f) >= 3 {
+			load = fmt.Sprintf(", load average at the end %s %s %s", f[0], f[1], f[2])
+		}
+	}
+	return fmt.Sprintf("nproc %d (%s), %s %s/%s%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
+}
+
+func gitCommit() string {
+	out, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	return strings.TrimSpace(string(out))
+}
