@@ -266,3 +266,37 @@ func (e *Env) NaiveRate(ch Channel, sink *Sink, n int, budget time.Duration) (fl
 	// A budget cut short still gives a rate: the loop's speed is steady.
 	return rate(got, time.Since(start)), nil
 }
+
+// SerialPostRate is P2's practical bound: `loops` goroutines each POSTing n/loops records one
+// after the other to sink, as ordered delivery over that many partitions does at best.
+func (e *Env) SerialPostRate(ch Channel, sink *Sink, n, loops int) (float64, error) {
+	reqs, err := e.readAll(ch, n)
+	if err != nil {
+		return 0, err
+	}
+	done := sink.Expect(n)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: loops * 2}}
+	var wg sync.WaitGroup
+	errs := make(chan error, loops)
+	for l := range loops {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := l; i < n; i += loops {
+				if err := post(client, sink.URL, reqs[i]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	if err := wait(done, 10*time.Second); err != nil {
+		return 0, err
+	}
+	return rate(n, sink.Span()), nil
+}

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -25,24 +26,50 @@ func main() {
 		}
 		return
 	}
+	os.Exit(run())
+}
+
+// run is main without os.Exit, so deferred work (the CPU profile, Kafka) finishes.
+func run() int {
 	events := flag.Int("events", 20000, "records per throughput run (P1, P4)")
 	doc := flag.String("doc", "docs/benchmarks.md", "Markdown file to write; empty: none")
 	plot := flag.String("plot", "docs/benchmarks.png", "PNG plot to write; empty: none")
+	only := flag.String("only", "", "comma-separated figures to run (P1,...,P6; P7 comes with P1 and P2); empty: all")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (the bench process, not P5's child) here")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "cpu profile:", err)
+			return 1
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	env, err := bench.NewEnv()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	defer env.Close()
 	self, err := os.Executable()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "finding the bench binary for P5:", err)
-		os.Exit(1)
+		return 1
 	}
 	start := time.Now()
 	r := &runner{env: env, events: *events, self: self}
+	if *only != "" {
+		r.only = map[string]bool{}
+		for _, id := range strings.Split(*only, ",") {
+			r.only[strings.ToUpper(strings.TrimSpace(id))] = true
+		}
+		// A partial run must not overwrite the published table.
+		*doc, *plot = "", ""
+	}
 	rows := r.all()
 	fmt.Print(bench.Text(rows))
 	fmt.Printf("total %s\n", time.Since(start).Round(time.Second))
@@ -50,26 +77,27 @@ func main() {
 		var buf bytes.Buffer
 		if err := bench.Plot(&buf, r.points); err != nil {
 			fmt.Fprintln(os.Stderr, "drawing the plot:", err)
-			os.Exit(1)
+			return 1
 		}
 		if err := os.WriteFile(*plot, buf.Bytes(), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return 1
 		}
 	}
 	if *doc != "" {
 		md := document(rows, r, env.External, time.Since(start))
 		if err := os.WriteFile(*doc, []byte(md), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return 1
 		}
 		fmt.Println("wrote", *doc)
 	}
 	for _, row := range rows {
 		if row.Pass == "error" {
-			os.Exit(1)
+			return 1
 		}
 	}
+	return 0
 }
 
 // machine describes where the figures come from.
