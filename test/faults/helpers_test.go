@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -105,6 +106,7 @@ func (s *sink) tally(ids []string) (delivered, duplicates int, missing []string)
 type answer struct {
 	id         string
 	code       int // 0: no answer (transport error or timeout)
+	reason     string
 	start, end time.Time
 }
 
@@ -136,7 +138,7 @@ func startFlow(url, prefix string, senders int, interval time.Duration) *flow {
 				}
 				id := prefix + "-" + strconv.FormatInt(seq.Add(1), 10)
 				a := answer{id: id, start: time.Now()}
-				a.code = post(client, url, id)
+				a.code, a.reason = post(client, url, id)
 				a.end = time.Now()
 				f.mu.Lock()
 				f.answers = append(f.answers, a)
@@ -147,10 +149,10 @@ func startFlow(url, prefix string, senders int, interval time.Duration) *flow {
 	return f
 }
 
-func post(client *http.Client, url, id string) int {
+func post(client *http.Client, url, id string) (int, string) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader([]byte(`{"n":"`+id+`"}`)))
 	if err != nil {
-		return 0
+		return 0, err.Error()
 	}
 	req.Header.Set("Ce-Specversion", "1.0")
 	req.Header.Set("Ce-Id", id)
@@ -159,11 +161,11 @@ func post(client *http.Client, url, id string) int {
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := client.Do(req)
 	if err != nil {
-		return 0
+		return 0, err.Error()
 	}
-	_, _ = io.Copy(io.Discard, resp.Body)
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
 	_ = resp.Body.Close()
-	return resp.StatusCode
+	return resp.StatusCode, strings.TrimSpace(string(body))
 }
 
 // accepted is the number of 202 answers so far.
@@ -234,12 +236,23 @@ func codes(as []answer) string {
 	if out == "" {
 		return "all 202"
 	}
-	return "other answers" + out
+	reasons := map[string]bool{}
+	for _, a := range as {
+		if a.code != http.StatusAccepted && len(reasons) < 3 {
+			reasons[a.reason] = true
+		}
+	}
+	var rs []string
+	for r := range reasons {
+		rs = append(rs, fmt.Sprintf("%q", r))
+	}
+	slices.Sort(rs)
+	return "other answers" + out + " (" + strings.Join(rs, "; ") + ")"
 }
 
 // settle waits until every accepted id reached one of the sinks (or the deadline), then
 // reports the scenario and fails it on any loss.
-func settle(t *testing.T, scenario string, ids []string, notes string, sinks ...*sink) {
+func settle(t *testing.T, scenario string, ids []string, notes func() string, sinks ...*sink) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var delivered, dups int
@@ -271,7 +284,7 @@ func settle(t *testing.T, scenario string, ids []string, notes string, sinks ...
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	report(t, result{Scenario: scenario, Sent: len(ids), Delivered: delivered, Duplicates: dups, Lost: len(missing), Notes: notes})
+	report(t, result{Scenario: scenario, Sent: len(ids), Delivered: delivered, Duplicates: dups, Lost: len(missing), Notes: notes()})
 	if len(missing) > 0 {
 		t.Errorf("%s: %d of %d accepted events never delivered, e.g. %v", scenario, len(missing), len(ids), missing[:min(5, len(missing))])
 	}

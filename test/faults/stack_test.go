@@ -249,7 +249,7 @@ func table() string {
 	var b strings.Builder
 	b.WriteString("| scenario | sent (202) | delivered unique | duplicates | lost | notes |\n|---|---|---|---|---|---|\n")
 	for _, r := range results {
-		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s |\n", r.Scenario, r.Sent, r.Delivered, r.Duplicates, r.Lost, r.Notes)
+		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s |\n", r.Scenario, r.Sent, r.Delivered, r.Duplicates, r.Lost, strings.ReplaceAll(r.Notes, "|", "\\|"))
 	}
 	return b.String()
 }
