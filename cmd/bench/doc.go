@@ -110,8 +110,8 @@ above is the latest run's.
   baseline does not do, on a machine where every component competes for two cores.
 - **P2 (0.84-0.86 of the bound, target 0.9).** The bound assumes the 5 ms answer is the whole
   round trip. Eight serial POST loops against the same sink (the second baseline) reach
-  1,390/s, i.e. each round trip costs ~5.75 ms here (timer slack under load plus HTTP), and the
-  dispatcher reaches 0.97 of that: ordered delivery adds almost nothing per event.
+  1,390-1,440/s, i.e. each round trip costs ~5.6-5.75 ms here (timer slack under load plus HTTP), and the
+  dispatcher reaches 0.93-0.97 of that: ordered delivery adds little per event.
 - **P4 (0.68-0.84 of the raw Writer, target 0.7).** Around the target: per event the receiver
   parses HTTP, validates the CloudEvent and builds the record, on the same cores as the 32
   senders and kfake. Both sides use the same writer tuning, so the ratio is the cost of HTTP
