@@ -85,8 +85,10 @@ const analysis = `
   each subscriber (20k deliveries).
 - **P6**: with one Ready subscriber, the time from ` + "`Update`" + ` adding a second until that one is
   Ready; then the time from a second dispatcher replica starting until the group is Stable with
-  both members owning partitions. On kfake there is no initial rebalance delay: on a real
-  cluster add ` + "`group.initial.rebalance.delay.ms`" + ` (3 s by default).
+  both members owning partitions. Both are the dispatcher's share, measured on the library;
+  through the whole system the manager's reconcile and the status patch come on top (not
+  measured here). On kfake there is no initial rebalance delay: on a real cluster
+  add ` + "`group.initial.rebalance.delay.ms`" + ` (3 s by default).
 - **P7**: the loop a user writes first: FetchMessage, POST, CommitMessages, one record at a time.
   The ratio P1/naive and P2/naive is what the dispatcher's per-partition pipelining and batched
   commits buy.
