@@ -99,7 +99,7 @@ Figures from the runs made while writing this (2 cores shared with other builds)
 above is the latest run's.
 
 - **P1 (0.4-0.6 of the POST baseline, target 0.8).** The slower baseline is the plain POST loop
-  (27-36k/s), which only sends records already in memory. The dispatcher, in the same process
+  (27-38k/s), which only sends records already in memory. The dispatcher, in the same process
   as the sink and on the same two cores as kfake, fetches each record, decodes it into a
   CloudEvent, encodes it again for HTTP, tracks its offset for the contiguous commit, updates
   four metrics and opens a (no-op) span. A CPU profile of the run (` + "`go run ./cmd/bench -only P1 -cpuprofile p1.prof`" + `)
