@@ -90,6 +90,14 @@ test: verify-generated verify-bundle fmt-check vet lint envtest kcat ## Everythi
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
 
+.PHONY: test-faults
+test-faults: envtest ## The whole fault suite on the local stack (~3 min); rewrites the table in docs/reliability.md.
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" KAFKACHANNEL_FAULTS=full KAFKACHANNEL_FAULTS_DOC=$(CURDIR)/docs/reliability.md go test ./test/faults -count=1 -v -timeout 30m
+
+.PHONY: bench
+bench: ## Benchmarks against baselines from the same run; writes docs/benchmarks.md and docs/benchmarks.png (KAFKA_BOOTSTRAP_SERVERS for a real cluster).
+	go run ./cmd/bench
+
 .PHONY: test-unit
 test-unit: ## Run only the tests that need neither envtest nor the local stack.
 	go test -short ./...

@@ -59,7 +59,7 @@ type Writer struct {
 // cache for that topic and tries once more instead of answering 503.
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	err := w.Writer.WriteMessages(ctx, msgs...)
-	if !errors.Is(err, kafka.UnknownTopicOrPartition) || len(msgs) == 0 {
+	if !unknownTopic(err) || len(msgs) == 0 {
 		return err
 	}
 	topic := msgs[0].Topic
@@ -70,6 +70,26 @@ func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error
 		return err
 	}
 	return w.Writer.WriteMessages(ctx, msgs...)
+}
+
+// unknownTopic reports whether a write failed only because the topic is not known: either from
+// the metadata lookup (returned as is) or from the produce response (inside WriteErrors).
+func unknownTopic(err error) bool {
+	var werrs kafka.WriteErrors
+	if !errors.As(err, &werrs) {
+		return errors.Is(err, kafka.UnknownTopicOrPartition)
+	}
+	found := false
+	for _, e := range werrs {
+		if e == nil {
+			continue
+		}
+		if !errors.Is(e, kafka.UnknownTopicOrPartition) {
+			return false
+		}
+		found = true
+	}
+	return found
 }
 
 // refresh asks the brokers for the topic's metadata, bypassing the cache. Only a request that

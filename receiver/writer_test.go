@@ -36,3 +36,22 @@ func TestWriterSeesTopicsCreatedAfterItStarted(t *testing.T) {
 		t.Error("a write to a missing topic succeeded")
 	}
 }
+
+func TestUnknownTopic(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{kafka.UnknownTopicOrPartition, true},
+		{kafka.WriteErrors{nil, kafka.UnknownTopicOrPartition}, true},
+		{kafka.WriteErrors{kafka.UnknownTopicOrPartition, kafka.LeaderNotAvailable}, false},
+		{kafka.WriteErrors{nil, nil}, false},
+		{kafka.LeaderNotAvailable, false},
+	}
+	for _, tt := range tests {
+		if got := unknownTopic(tt.err); got != tt.want {
+			t.Errorf("unknownTopic(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}

@@ -288,7 +288,7 @@ func (c *Config) Explain(err error) error {
 	}
 	if c.SASL != nil && (errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) ||
 		strings.Contains(err.Error(), "unexpected EOF")) {
-		return fmt.Errorf("%w (SASL %s as user %q; the broker closed the connection during authentication): check user, password and sasl.mechanism in the Kafka Secret",
+		return fmt.Errorf("%w (SASL %s as user %q): the broker closed the connection, which during authentication means it refused the credentials: check user, password and sasl.mechanism in the Kafka Secret (if they are right, the connection dropped)",
 			ErrAuthentication, c.SASLMechanism, c.User)
 	}
 	var nerr net.Error
