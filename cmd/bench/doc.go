@@ -98,18 +98,18 @@ const analysis = `
 Figures from the runs made while writing this (2 cores shared with other builds); the table
 above is the latest run's.
 
-- **P1 (0.4-0.6 of the POST baseline, target 0.8).** The slower baseline is the plain POST loop
-  (27-38k/s), which only sends records already in memory. The dispatcher, in the same process
-  as the sink and on the same two cores as kfake, fetches each record, decodes it into a
-  CloudEvent, encodes it again for HTTP, tracks its offset for the contiguous commit, updates
-  four metrics and opens a (no-op) span. A CPU profile of the run (` + "`go run ./cmd/bench -only P1 -cpuprofile p1.prof`" + `)
-  shows no single hot spot of ours: syscalls ~18%, allocation ~17%, the binding's
-  ` + "`ToEvent`" + ` ~4%, the rest spread over net/http on both ends. One cause is ours: the
-  in-flight window is per partition (` + "`DefaultMaxInFlight`" + ` 64), so 8 partitions keep up to
-  512 requests open to one subscriber, which opened ~600 connections in a 20k run; with a
-  window of 16 the same run opened ~170 connections and went from ~14.5k/s to ~17.4k/s
-  (window 4: 17.2k/s, 54 connections). That narrows the gap to ~0.55; the rest is the work the
-  baseline does not do, on a machine where every component competes for two cores.
+- **P1 (0.72-0.74 of the POST baseline since the fix below, target 0.8; missed by ~10%).** The
+  slower baseline is the plain POST loop (27-38k/s), which only sends records already in
+  memory. The dispatcher, in the same process as the sink and on the same two cores as kfake,
+  fetches each record, decodes it into a CloudEvent, encodes it again for HTTP, tracks its
+  offset for the contiguous commit, updates four metrics and opens a (no-op) span. A CPU
+  profile of the run (`go run ./cmd/bench -only P1 -cpuprofile p1.prof`) shows no single hot
+  spot of ours: syscalls ~18%, allocation ~17%, the binding's `ToEvent` ~4%, the rest spread
+  over net/http on both ends. One cause was ours and is fixed: the in-flight window is per
+  partition, and with 64 (the first default) 8 partitions kept up to 512 requests open to one
+  subscriber, which opened ~600 connections in a 20k run and gave 0.44-0.49. With the default
+  now 16 (~170 connections) the ratio is 0.72-0.74; the rest is the work the baseline does not
+  do, on a machine where every component competes for two cores.
 - **P2 (0.84-0.86 of the bound, target 0.9).** The bound assumes the 5 ms answer is the whole
   round trip. Eight serial POST loops against the same sink (the second baseline) reach
   1,390-1,440/s, i.e. each round trip costs ~5.6-5.75 ms here (timer slack under load plus HTTP), and the
