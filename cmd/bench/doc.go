@@ -103,8 +103,8 @@ above is the latest run's.
   memory. The dispatcher, in the same process as the sink and on the same two cores as kfake,
   fetches each record, decodes it into a CloudEvent, encodes it again for HTTP, tracks its
   offset for the contiguous commit, updates four metrics and opens a (no-op) span. A CPU
-  profile of the run (`go run ./cmd/bench -only P1 -cpuprofile p1.prof`) shows no single hot
-  spot of ours: syscalls ~18%, allocation ~17%, the binding's `ToEvent` ~4%, the rest spread
+  profile of the run (` + "`" + `go run ./cmd/bench -only P1 -cpuprofile p1.prof` + "`" + `) shows no single hot
+  spot of ours: syscalls ~18%, allocation ~17%, the binding's ` + "`" + `ToEvent` + "`" + ` ~4%, the rest spread
   over net/http on both ends. One cause was ours and is fixed: the in-flight window is per
   partition, and with 64 (the first default) 8 partitions kept up to 512 requests open to one
   subscriber, which opened ~600 connections in a 20k run and gave 0.44-0.49. With the default
