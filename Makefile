@@ -29,6 +29,7 @@ KUBECTL ?= kubectl
 KUSTOMIZE ?= $(KUBECTL) kustomize
 
 GO_TEST_FLAGS ?= -timeout 30m
+FUZZTIME ?= 10s
 LDFLAGS ?= -s -w -X github.com/kafkachannel/kafkachannel/internal/version.Version=$(VERSION)
 BINARIES := manager dispatcher receiver localstack eventdisplay
 
@@ -85,10 +86,15 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: verify-generated verify-bundle fmt-check vet lint envtest kcat ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
+test: verify-generated verify-bundle fmt-check vet lint envtest kcat fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
+
+.PHONY: fuzz-short
+fuzz-short: ## A short real fuzzing run of both parsers on the data path (longer runs: docs/reliability.md).
+	go test ./internal/kafkabinding -run '^$$' -fuzz FuzzToEvent -fuzztime $(FUZZTIME) -parallel 2
+	go test ./receiver -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(FUZZTIME) -parallel 2
 
 .PHONY: test-faults
 test-faults: envtest ## The whole fault suite on the local stack (~3 min); rewrites the table in docs/reliability.md.
