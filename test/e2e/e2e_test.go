@@ -25,6 +25,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
@@ -441,6 +442,62 @@ func TestEndToEnd(t *testing.T) {
 		waitSubscribers(t, s, "uid-one", "uid-three")
 	})
 
+	t.Run("a subscriber written as Knative's Subscription controller writes it becomes ready", func(t *testing.T) {
+		knSink, knDLS := newRecorder(t, "knative"), newRecorder(t, "knative-dls")
+		kn := &v1beta1.KafkaChannel{
+			ObjectMeta: metav1.ObjectMeta{Name: "knative", Namespace: chNS},
+			Spec: v1beta1.KafkaChannelSpec{NumPartitions: 2,
+				Delivery: &v1beta1.DeliverySpec{DeadLetterSink: &v1beta1.Destination{URI: ptr(knDLS.URL())}}},
+		}
+		if err := s.Client.Create(ctx, kn); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = s.Client.Delete(ctx, kn) }()
+		// Exactly the fields and shape Knative Eventing's Subscription controller patches in.
+		const uid = "0c7c1a52-36ab-4d7f-9a6e-5b1a8c2f0e11"
+		patch, _ := json.Marshal(map[string]any{"spec": map[string]any{"subscribers": []any{map[string]any{
+			"name": "my-subscription", "uid": uid, "generation": 2,
+			"subscriberUri": knSink.URL(), "subscriberAudience": "sink-audience",
+			"replyUri": knSink.URL() + "reply", "replyAudience": "reply-audience",
+			"delivery": map[string]any{"deadLetterSink": map[string]any{"uri": knDLS.URL()},
+				"retry": 2, "backoffPolicy": "linear", "backoffDelay": "PT0.1S", "timeout": "PT5S"},
+			"auth": map[string]any{"serviceAccountName": "my-subscription-oidc"},
+		}}}})
+		apply := func() int64 {
+			t.Helper()
+			if err := s.Client.Patch(ctx, kn, client.RawPatch(types.MergePatchType, patch)); err != nil {
+				t.Fatal(err)
+			}
+			return kn.Generation
+		}
+		gen := apply()
+		// What Knative's Subscription controller waits for before the Subscription is Ready, and
+		// the resolved channel dead-letter sink it reads.
+		eventually(t, 2*time.Minute, "status.subscribers ready at the subscriber's generation", func() error {
+			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(kn), kn); err != nil {
+				return err
+			}
+			if kn.Status.DeadLetterSinkURI == nil || *kn.Status.DeadLetterSinkURI != knDLS.URL() {
+				return fmt.Errorf("status.deadLetterSinkUri = %v, want %s", kn.Status.DeadLetterSinkURI, knDLS.URL())
+			}
+			for _, st := range kn.Status.Subscribers {
+				if st.UID == uid && st.ObservedGeneration == 2 && st.Ready == "True" {
+					return nil
+				}
+			}
+			return fmt.Errorf("status.subscribers = %+v", kn.Status.Subscribers)
+		})
+		if again := apply(); again != gen {
+			t.Errorf("an identical patch bumped the generation %d -> %d: Knative would patch forever", gen, again)
+		}
+		e := makeEvent("knative", 0)
+		eventually(t, 10*time.Second, "the receiver accepts an event for the channel", func() error {
+			return sendEvent(ctx, fmt.Sprintf("%s/%s/%s", s.ReceiverURL, chNS, "knative"), e)
+		})
+		knSink.waitAll(t, []string{e.id}, time.Minute)
+		checkUnaltered(t, knSink, []sent{e})
+	})
+
 	t.Run("deleting the channel removes its topic and processes", func(t *testing.T) {
 		pids := dispatcherPods(s)
 		if err := s.Client.Delete(ctx, getChannel(t, s)); err != nil {
@@ -493,3 +550,5 @@ func requireKcat(t *testing.T) string {
 	}
 	return p
 }
+
+func ptr[T any](v T) *T { return &v }
