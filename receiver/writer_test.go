@@ -2,6 +2,7 @@ package receiver
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,5 +54,33 @@ func TestUnknownTopic(t *testing.T) {
 		if got := unknownTopic(tt.err); got != tt.want {
 			t.Errorf("unknownTopic(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+// Concurrent first writes to a new topic all succeed: every one of them refreshes the cache.
+func TestWriterConcurrentFirstWritesToNewTopics(t *testing.T) {
+	k := kafkatest.Start(t)
+	w := NewWriter(kafkaConfig(t, k), WriterOptions{})
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	createTopic(t, k, "early", 1)
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: "early", Value: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	for round := 0; round < 5; round++ {
+		topic := "late" + string(rune('a'+round))
+		createTopic(t, k, topic, 4)
+		var wg sync.WaitGroup
+		for i := 0; i < 8; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := w.WriteMessages(ctx, kafka.Message{Topic: topic, Value: []byte("2")}); err != nil {
+					t.Errorf("round %d: %v", round, err)
+				}
+			}()
+		}
+		wg.Wait()
 	}
 }
