@@ -98,7 +98,7 @@ const analysis = `
 Figures from the runs made while writing this (2 cores shared with other builds); the table
 above is the latest run's.
 
-- **P1 (0.72-0.74 of the POST baseline since the fix below, target 0.8; missed by ~10%).** The
+- **P1 (0.55-0.74 of the POST baseline since the fix below, target 0.8; missed by 8-30%).** The
   slower baseline is the plain POST loop (27-38k/s), which only sends records already in
   memory. The dispatcher, in the same process as the sink and on the same two cores as kfake,
   fetches each record, decodes it into a CloudEvent, encodes it again for HTTP, tracks its
@@ -108,7 +108,8 @@ above is the latest run's.
   over net/http on both ends. One cause was ours and is fixed: the in-flight window is per
   partition, and with 64 (the first default) 8 partitions kept up to 512 requests open to one
   subscriber, which opened ~600 connections in a 20k run and gave 0.44-0.49. With the default
-  now 16 (~170 connections) the ratio is 0.72-0.74; the rest is the work the baseline does not
+  now 16 (~170 connections) the ratio is 0.55-0.74 (the dispatcher steady at 21-25k/s, the POST
+  baseline swinging between 30k and 38k/s); the rest is the work the baseline does not
   do, on a machine where every component competes for two cores.
 - **P2 (0.84-0.86 of the bound, target 0.9).** The bound assumes the 5 ms answer is the whole
   round trip. Eight serial POST loops against the same sink (the second baseline) reach
