@@ -161,6 +161,11 @@ func TestChannelLifecycle(t *testing.T) {
 	if c := recv.Spec.Template.Spec.Containers[0]; c.Name != "receiver" || c.Command[0] != "/receiver" || c.Ports[0].ContainerPort != 8080 {
 		t.Errorf("receiver container = %s %v %+v", c.Name, c.Command, c.Ports)
 	}
+	// Rollouts drain: the pod keeps serving a few seconds before SIGTERM, within its grace.
+	if lc := recv.Spec.Template.Spec.Containers[0].Lifecycle; lc == nil || lc.PreStop == nil || lc.PreStop.Sleep == nil ||
+		lc.PreStop.Sleep.Seconds <= 0 || *recv.Spec.Template.Spec.TerminationGracePeriodSeconds < lc.PreStop.Sleep.Seconds+25 {
+		t.Errorf("receiver lifecycle = %+v, grace %v", lc, recv.Spec.Template.Spec.TerminationGracePeriodSeconds)
+	}
 	if err := k8s.Get(f.ctx, client.ObjectKey{Namespace: f.opNS, Name: naming.ReceiverName}, &corev1.Service{}); err != nil {
 		t.Fatalf("receiver Service: %v", err)
 	}

@@ -183,7 +183,17 @@ func mutateReceiver(dep *appsv1.Deployment, c Config, secretHash string) {
 	ports := append([]corev1.ContainerPort{{Name: "http", ContainerPort: observability.IngressPort, Protocol: corev1.ProtocolTCP}}, metricsPorts()...)
 	dep.Spec.Template = podTemplate(c, c.Receiver, naming.ComponentReceiver, selector, nil, ports,
 		configHash(secretHash, c.Receiver, c))
+	// A terminating pod stays in the Service's endpoints until kube-proxy and every sender
+	// notice; sleeping before SIGTERM lets them, so a rollout refuses no new connection. The
+	// receiver then drains for up to 25 s (--shutdown-grace), inside the grace period.
+	dep.Spec.Template.Spec.Containers[0].Lifecycle = &corev1.Lifecycle{
+		PreStop: &corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: receiverDrainDelaySeconds}},
+	}
+	dep.Spec.Template.Spec.TerminationGracePeriodSeconds = ptr.To(int64(receiverDrainDelaySeconds + 25 + 5))
 }
+
+// receiverDrainDelaySeconds is how long a terminating receiver keeps serving before SIGTERM.
+const receiverDrainDelaySeconds = 5
 
 // mutateReceiverService serves events on port 80 (what channel addresses resolve to, through
 // their ExternalName Services) and metrics.
