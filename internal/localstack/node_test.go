@@ -27,23 +27,10 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 const testNS = "knative-eventing"
-
-// eventually polls f until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-}
 
 type podView struct {
 	Env  map[string]string `json:"env"`
@@ -192,7 +179,7 @@ func TestNode(t *testing.T) {
 	waitStatus := func(name string, ready, replicas int32, available corev1.ConditionStatus) *appsv1.Deployment {
 		t.Helper()
 		got := &appsv1.Deployment{}
-		eventually(t, 30*time.Second, fmt.Sprintf("deployment %s: %d/%d ready, Available=%s", name, ready, replicas, available), func() error {
+		poll.Eventually(t, 30*time.Second, fmt.Sprintf("deployment %s: %d/%d ready, Available=%s", name, ready, replicas, available), func() error {
 			if err := c.Get(ctx, key(testNS, name), got); err != nil {
 				return err
 			}
@@ -272,7 +259,7 @@ func TestNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := filepath.Join(dir, "run", p.Name, "root", "etc", "config", "config-logging", "loglevel")
-		eventually(t, 10*time.Second, "file follows the ConfigMap", func() error {
+		poll.Eventually(t, 10*time.Second, "file follows the ConfigMap", func() error {
 			got, err := getText(base + "/file?path=" + path)
 			if err != nil || got != "debug" {
 				return fmt.Errorf("%q %v", got, err)
@@ -315,7 +302,7 @@ func TestNode(t *testing.T) {
 		if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "restart", func() error {
+		poll.Eventually(t, 30*time.Second, "restart", func() error {
 			now := podsOf("fake")
 			if len(now) != 1 || now[0].PID == p.PID || !now[0].Ready || now[0].Restarts != 1 || now[0].Name != p.Name {
 				return fmt.Errorf("%+v", now)
@@ -352,7 +339,7 @@ func TestNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		hash := TemplateHash(&cur.Spec.Template)
-		eventually(t, 30*time.Second, "rollout", func() error {
+		poll.Eventually(t, 30*time.Second, "rollout", func() error {
 			now := podsOf("fake")
 			if len(now) != 2 {
 				return fmt.Errorf("%d pods", len(now))
@@ -382,7 +369,7 @@ func TestNode(t *testing.T) {
 		if err := c.Create(ctx, bad); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "failure reported", func() error {
+		poll.Eventually(t, 30*time.Second, "failure reported", func() error {
 			for _, q := range n.Pods() {
 				if q.Deployment == "broken" && strings.Contains(q.Failure, "couldn't find key no-such-key") && q.PID == 0 {
 					return nil
@@ -404,7 +391,7 @@ func TestNode(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A surge replica starts and never turns ready: both old replicas must keep running.
-		eventually(t, 30*time.Second, "surge replica started", func() error {
+		poll.Eventually(t, 30*time.Second, "surge replica started", func() error {
 			if now := podsOf("fake"); len(now) != 3 {
 				return fmt.Errorf("%d pods", len(now))
 			}
@@ -430,7 +417,7 @@ func TestNode(t *testing.T) {
 			client.PropagationPolicy(metav1.DeletePropagationForeground)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "processes gone", func() error {
+		poll.Eventually(t, 30*time.Second, "processes gone", func() error {
 			for _, q := range pids {
 				if syscall.Kill(q.PID, 0) == nil {
 					return fmt.Errorf("pid %d still alive", q.PID)

@@ -32,6 +32,7 @@ import (
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 const (
@@ -94,7 +95,7 @@ func getChannel(t *testing.T, s *localstack.Stack) *v1beta1.KafkaChannel {
 // given uids, all ready.
 func waitSubscribers(t *testing.T, s *localstack.Stack, uids ...string) {
 	t.Helper()
-	eventually(t, 2*time.Minute, fmt.Sprintf("channel Ready with subscribers %v ready", uids), func() error {
+	poll.Eventually(t, 2*time.Minute, fmt.Sprintf("channel Ready with subscribers %v ready", uids), func() error {
 		ch := getChannel(t, s)
 		ready := false
 		var conds []string
@@ -125,7 +126,7 @@ func waitSubscribers(t *testing.T, s *localstack.Stack, uids ...string) {
 
 func updateSubscribers(t *testing.T, s *localstack.Stack, subs ...v1beta1.SubscriberSpec) {
 	t.Helper()
-	eventually(t, 30*time.Second, "update spec.subscribers", func() error {
+	poll.Eventually(t, 30*time.Second, "update spec.subscribers", func() error {
 		ch := getChannel(t, s)
 		ch.Spec.Subscribers = subs
 		return s.Client.Update(context.Background(), ch)
@@ -185,7 +186,7 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("deleting the second channel: %v", err)
 			}
 		}()
-		eventually(t, 2*time.Minute, "second channel Ready", func() error {
+		poll.Eventually(t, 2*time.Minute, "second channel Ready", func() error {
 			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(second), second); err != nil {
 				return err
 			}
@@ -201,7 +202,7 @@ func TestEndToEnd(t *testing.T) {
 		// (A receiver that learns about new topics only from its periodic metadata refresh,
 		// every 30 s, fails this in all but the few seconds after a refresh.)
 		e := makeEvent("second", 0)
-		eventually(t, 3*time.Second, "the receiver accepts an event for the new channel", func() error {
+		poll.Eventually(t, 3*time.Second, "the receiver accepts an event for the new channel", func() error {
 			return sendEvent(ctx, fmt.Sprintf("%s/%s/%s", s.ReceiverURL, chNS, "second"), e)
 		})
 		sub.waitAll(t, []string{e.id}, time.Minute)
@@ -210,7 +211,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("config-observability changes apply live: pprof on and off without a restart", func(t *testing.T) {
 		setProfiling := func(v string) {
-			eventually(t, 30*time.Second, "update config-observability", func() error {
+			poll.Eventually(t, 30*time.Second, "update config-observability", func() error {
 				cm := &corev1.ConfigMap{}
 				if err := s.Client.Get(ctx, client.ObjectKey{Namespace: s.Opts.OperatorNamespace, Name: "config-observability"}, cm); err != nil {
 					return err
@@ -231,7 +232,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 		}
 		setProfiling("true")
-		eventually(t, time.Minute, "pprof answers", func() error {
+		poll.Eventually(t, time.Minute, "pprof answers", func() error {
 			resp, err := http.Get(pprof)
 			if err != nil {
 				return err
@@ -243,7 +244,7 @@ func TestEndToEnd(t *testing.T) {
 			return nil
 		})
 		setProfiling("false")
-		eventually(t, time.Minute, "pprof closed", func() error {
+		poll.Eventually(t, time.Minute, "pprof closed", func() error {
 			// A refused connection or an error status both mean closed.
 			if resp, err := http.Get(pprof); err == nil {
 				_ = resp.Body.Close()
@@ -260,7 +261,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("a third subscriber added while events flow", func(t *testing.T) {
 		f := startFlow(url, "flow3", 20*time.Millisecond)
-		eventually(t, 30*time.Second, "events flowing", func() error {
+		poll.Eventually(t, 30*time.Second, "events flowing", func() error {
 			if f.count() < 10 {
 				return fmt.Errorf("%d accepted", f.count())
 			}
@@ -271,7 +272,7 @@ func TestEndToEnd(t *testing.T) {
 		// The new subscriber's start position is the dispatcher's business; every event sent
 		// after it reported ready must reach it.
 		after := f.count()
-		eventually(t, 30*time.Second, "more events after the third subscriber turned ready", func() error {
+		poll.Eventually(t, 30*time.Second, "more events after the third subscriber turned ready", func() error {
 			if f.count() < after+20 {
 				return fmt.Errorf("%d accepted", f.count())
 			}
@@ -338,7 +339,7 @@ func TestEndToEnd(t *testing.T) {
 		if err := s.RestartManager(ctx, map[string]string{"DISPATCHER_REPLICAS": "2"}); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 2*time.Minute, "2 ready dispatcher replicas", func() error {
+		poll.Eventually(t, 2*time.Minute, "2 ready dispatcher replicas", func() error {
 			d := &appsv1.Deployment{}
 			if err := s.Client.Get(ctx, client.ObjectKey{Namespace: s.Opts.OperatorNamespace, Name: naming.DispatcherName(chNS, chName)}, d); err != nil {
 				return err
@@ -352,7 +353,7 @@ func TestEndToEnd(t *testing.T) {
 		// Counters are cumulative and a rebalance may still move partitions: compare the counts
 		// of one batch at a time until both replicas consumed, from disjoint partitions.
 		round := 0
-		eventually(t, 2*time.Minute, "both replicas consume disjoint partitions", func() error {
+		poll.Eventually(t, 2*time.Minute, "both replicas consume disjoint partitions", func() error {
 			pods := dispatcherPods(s)
 			if len(pods) != 2 {
 				return fmt.Errorf("%d dispatcher pods", len(pods))
@@ -406,7 +407,7 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("a SIGKILLed dispatcher restarts and no event is lost", func(t *testing.T) {
 		f := startFlow(url, "kill", 10*time.Millisecond)
-		eventually(t, 30*time.Second, "events flowing", func() error {
+		poll.Eventually(t, 30*time.Second, "events flowing", func() error {
 			if f.count() < 50 {
 				return fmt.Errorf("%d accepted", f.count())
 			}
@@ -416,7 +417,7 @@ func TestEndToEnd(t *testing.T) {
 		if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, time.Minute, "the killed replica restarted and ready", func() error {
+		poll.Eventually(t, time.Minute, "the killed replica restarted and ready", func() error {
 			for _, p := range dispatcherPods(s) {
 				if p.Name == victim.Name && p.PID != 0 && p.PID != victim.PID && p.Ready && p.Restarts > victim.Restarts {
 					return nil
@@ -425,7 +426,7 @@ func TestEndToEnd(t *testing.T) {
 			return fmt.Errorf("%+v", dispatcherPods(s))
 		})
 		at := f.count()
-		eventually(t, 30*time.Second, "events after the restart", func() error {
+		poll.Eventually(t, 30*time.Second, "events after the restart", func() error {
 			if f.count() < at+50 {
 				return fmt.Errorf("%d accepted", f.count())
 			}
@@ -473,7 +474,7 @@ func TestEndToEnd(t *testing.T) {
 		gen := apply()
 		// What Knative's Subscription controller waits for before the Subscription is Ready, and
 		// the resolved channel dead-letter sink it reads.
-		eventually(t, 2*time.Minute, "status.subscribers ready at the subscriber's generation", func() error {
+		poll.Eventually(t, 2*time.Minute, "status.subscribers ready at the subscriber's generation", func() error {
 			if err := s.Client.Get(ctx, client.ObjectKeyFromObject(kn), kn); err != nil {
 				return err
 			}
@@ -491,7 +492,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("an identical patch bumped the generation %d -> %d: Knative would patch forever", gen, again)
 		}
 		e := makeEvent("knative", 0)
-		eventually(t, 10*time.Second, "the receiver accepts an event for the channel", func() error {
+		poll.Eventually(t, 10*time.Second, "the receiver accepts an event for the channel", func() error {
 			return sendEvent(ctx, fmt.Sprintf("%s/%s/%s", s.ReceiverURL, chNS, "knative"), e)
 		})
 		knSink.waitAll(t, []string{e.id}, time.Minute)
@@ -503,14 +504,14 @@ func TestEndToEnd(t *testing.T) {
 		if err := s.Client.Delete(ctx, getChannel(t, s)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 2*time.Minute, "channel gone", func() error {
+		poll.Eventually(t, 2*time.Minute, "channel gone", func() error {
 			err := s.Client.Get(ctx, client.ObjectKey{Namespace: chNS, Name: chName}, &v1beta1.KafkaChannel{})
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
 			return fmt.Errorf("still there: %v", err)
 		})
-		eventually(t, time.Minute, "dispatcher processes gone", func() error {
+		poll.Eventually(t, time.Minute, "dispatcher processes gone", func() error {
 			if left := dispatcherPods(s); len(left) > 0 {
 				return fmt.Errorf("%d dispatcher pods", len(left))
 			}
@@ -521,7 +522,7 @@ func TestEndToEnd(t *testing.T) {
 			}
 			return nil
 		})
-		eventually(t, time.Minute, "topic deleted", func() error { return topicGone(s.Brokers[0], naming.Topic(chNS, chName)) })
+		poll.Eventually(t, time.Minute, "topic deleted", func() error { return topicGone(s.Brokers[0], naming.Topic(chNS, chName)) })
 	})
 }
 

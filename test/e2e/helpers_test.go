@@ -23,6 +23,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 var (
@@ -67,20 +68,6 @@ func TestMain(m *testing.M) {
 		_ = os.RemoveAll(binDir)
 	}
 	os.Exit(code)
-}
-
-// eventually polls f until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
 }
 
 // recorder is a subscriber: it records every CloudEvent it gets, by id.
@@ -134,7 +121,7 @@ func (r *recorder) first(id string) (event.Event, bool) {
 
 func (r *recorder) waitAll(t *testing.T, ids []string, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, fmt.Sprintf("subscriber %s receives %d events", r.name, len(ids)), func() error {
+	poll.Eventually(t, timeout, fmt.Sprintf("subscriber %s receives %d events", r.name, len(ids)), func() error {
 		if m := r.missing(ids); len(m) > 0 {
 			return fmt.Errorf("%d missing, e.g. %v", len(m), m[:min(5, len(m))])
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 func ptr[T any](v T) *T { return &v }
@@ -55,7 +56,7 @@ func TestQuickDispatcherSIGKILL(t *testing.T) {
 		// The next kill comes once the new process consumes every partition again: killing a
 		// member while its group is still joining is a different fault (see
 		// docs/reliability.md, what the suite found).
-		eventually(t, 2*time.Minute, "dispatcher restarted and consuming all 4 partitions", func() error {
+		poll.Eventually(t, 2*time.Minute, "dispatcher restarted and consuming all 4 partitions", func() error {
 			for _, p := range w.dispatchers("kill") {
 				if p.PID == old.PID || !p.Ready {
 					continue
@@ -206,7 +207,7 @@ func TestReplicas(t *testing.T) {
 
 func (w *world) waitReplicas(t *testing.T, name string, n int) {
 	t.Helper()
-	eventually(t, 2*time.Minute, fmt.Sprintf("%d ready dispatcher replicas", n), func() error {
+	poll.Eventually(t, 2*time.Minute, fmt.Sprintf("%d ready dispatcher replicas", n), func() error {
 		d := &appsv1.Deployment{}
 		if err := w.stack.Client.Get(context.Background(), client.ObjectKey{Namespace: w.stack.Opts.OperatorNamespace, Name: naming.DispatcherName(chNS, name)}, d); err != nil {
 			return err
@@ -298,7 +299,7 @@ func TestManagerRestart(t *testing.T) {
 	f := startFlow(url, "mgr", 2, 10*time.Millisecond)
 	f.waitAccepted(t, 100)
 	s2 := newSink(t)
-	eventually(t, 30*time.Second, "add a second subscriber", func() error {
+	poll.Eventually(t, 30*time.Second, "add a second subscriber", func() error {
 		if err := w.stack.Client.Get(ctx, client.ObjectKeyFromObject(ch), ch); err != nil {
 			return err
 		}
@@ -335,7 +336,7 @@ func TestSecretRotation(t *testing.T) {
 		f.end()
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, "update the Kafka Secret", func() error {
+	poll.Eventually(t, 30*time.Second, "update the Kafka Secret", func() error {
 		sec := &corev1.Secret{}
 		if err := w.stack.Client.Get(ctx, client.ObjectKey{Namespace: w.stack.Opts.OperatorNamespace, Name: localstack.KafkaSecretName}, sec); err != nil {
 			return err
@@ -343,7 +344,7 @@ func TestSecretRotation(t *testing.T) {
 		sec.Data[kafkaconn.KeyPassword] = []byte(newPassword)
 		return w.stack.Client.Update(ctx, sec)
 	})
-	eventually(t, 2*time.Minute, "dispatcher rolled to the new Secret", func() error {
+	poll.Eventually(t, 2*time.Minute, "dispatcher rolled to the new Secret", func() error {
 		pods := w.dispatchers("rotate")
 		for _, p := range pods {
 			if hashes[p.TemplateHash] || !p.Ready {

@@ -21,23 +21,10 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 const chNS = "default"
-
-// eventually polls f until it returns nil, or fails the test after timeout.
-func eventually(t *testing.T, timeout time.Duration, what string, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	var err error
-	for time.Now().Before(deadline) {
-		if err = f(); err == nil {
-			return
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	t.Fatalf("%s: still failing after %s: %v", what, timeout, err)
-}
 
 // Subscriber behaviours.
 const (
@@ -185,7 +172,7 @@ func (f *flow) accepted() int {
 func (f *flow) waitAccepted(t *testing.T, n int) {
 	t.Helper()
 	want := f.accepted() + n
-	eventually(t, 2*time.Minute, fmt.Sprintf("%d events accepted", want), func() error {
+	poll.Eventually(t, 2*time.Minute, fmt.Sprintf("%d events accepted", want), func() error {
 		if got := f.accepted(); got < want {
 			return fmt.Errorf("%d accepted", got)
 		}
@@ -312,7 +299,7 @@ func (w *world) channel(t *testing.T, name string, partitions int32, sub v1beta1
 
 func (w *world) waitReady(t *testing.T, name, uid string) {
 	t.Helper()
-	eventually(t, 2*time.Minute, "channel "+name+" Ready with its subscriber", func() error {
+	poll.Eventually(t, 2*time.Minute, "channel "+name+" Ready with its subscriber", func() error {
 		ch := &v1beta1.KafkaChannel{}
 		if err := w.stack.Client.Get(context.Background(), client.ObjectKey{Namespace: chNS, Name: name}, ch); err != nil {
 			return err
