@@ -19,6 +19,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 func TestTwoSubscribersEachGetEveryEventAndChangesApplyLive(t *testing.T) {
@@ -32,7 +33,7 @@ func TestTwoSubscribersEachGetEveryEventAndChangesApplyLive(t *testing.T) {
 	ids := append(e.produce(0, 30), e.produce(1, 30)...)
 	a.waitIDs(t, ids, 20*time.Second)
 	b.waitIDs(t, ids, 20*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if c := e.committed("uid-b"); c[0] != 30 || c[1] != 30 {
 			return fmt.Errorf("committed %v", c)
 		}
@@ -52,7 +53,7 @@ func TestTwoSubscribersEachGetEveryEventAndChangesApplyLive(t *testing.T) {
 
 	// Removing a subscriber drops its state; the other keeps going.
 	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sa}})
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if _, ok := rd.State("uid-b"); ok {
 			return fmt.Errorf("state of removed subscriber still present")
 		}
@@ -174,7 +175,7 @@ func TestRetriesBackoffAndDeadLetter(t *testing.T) {
 			rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
 			rd.waitReady(t, sp)
 			ids := e.produce(0, 1)
-			eventually(t, 20*time.Second, func() error {
+			poll.Eventually(t, 20*time.Second, "condition", func() error {
 				if c := e.committed("uid"); c[0] != 1 {
 					return fmt.Errorf("committed %v", c)
 				}
@@ -300,7 +301,7 @@ func TestReplyDeliveredAndCommitHeldUntilAcked(t *testing.T) {
 	rd.waitReady(t, sp)
 	ids := e.produce(0, 1)
 	subscriber.waitIDs(t, ids, 10*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if replies.attemptCount() == 0 {
 			return fmt.Errorf("reply not attempted yet")
 		}
@@ -314,7 +315,7 @@ func TestReplyDeliveredAndCommitHeldUntilAcked(t *testing.T) {
 		time.Sleep(30 * time.Millisecond)
 	}
 	close(release)
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if c := e.committed("uid"); c[0] != 1 {
 			return fmt.Errorf("committed %v", c)
 		}
@@ -337,7 +338,7 @@ func TestNonCloudEventRecordsAreSkippedAndDeadLettered(t *testing.T) {
 	e.produceRaw(0, "not a cloudevent")
 	ids := e.produce(0, 3)
 	s.waitIDs(t, ids, 10*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if c := e.committed("uid"); c[0] != 4 {
 			return fmt.Errorf("committed %v", c)
 		}
@@ -382,7 +383,7 @@ func TestUnorderedCommitsContiguously(t *testing.T) {
 	// Every other event is delivered past the held one: deliveries overlap.
 	others := append(append([]string{}, ids[:2]...), ids[3:]...)
 	s.waitIDs(t, others, 10*time.Second)
-	eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, "condition", func() error {
 		if c := e.committed("uid"); c[0] != 2 {
 			return fmt.Errorf("committed %v, want 2", c)
 		}
@@ -395,7 +396,7 @@ func TestUnorderedCommitsContiguously(t *testing.T) {
 		}
 	}
 	close(release)
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if c := e.committed("uid"); c[0] != 20 {
 			return fmt.Errorf("committed %v, want 20", c)
 		}
@@ -430,7 +431,7 @@ func TestHTTPSSubscriberWithCACerts(t *testing.T) {
 	invalid.SubscriberCACerts = ptr("not a pem")
 	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{good, bad, invalid}})
 	rd.waitReady(t, good, bad)
-	eventually(t, 5*time.Second, func() error {
+	poll.Eventually(t, 5*time.Second, "condition", func() error {
 		st, _ := rd.State("invalid")
 		if st.Ready != ReadyFalse || !strings.Contains(st.Message, "subscriberCACerts") {
 			return fmt.Errorf("invalid CA bundle state: %+v", st)

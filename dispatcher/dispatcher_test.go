@@ -12,6 +12,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 func seqOf(t *testing.T, ev *event.Event) int {
@@ -121,14 +122,14 @@ func TestOrderedDeliveryPerPartitionAndSeedMetric(t *testing.T) {
 	}
 	// Both latency histograms saw every event (sample counts; the values are not asserted).
 	for _, name := range []string{MetricLatency, MetricEventLatency} {
-		eventually(t, 10*time.Second, func() error {
+		poll.Eventually(t, 10*time.Second, "condition", func() error {
 			if v, _ := metricValue(t, rd, name, map[string]string{"consumer": group}); v != 180 {
 				return fmt.Errorf("%s has %v samples, want 180", name, v)
 			}
 			return nil
 		})
 	}
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		for p, o := range e.committed("uid-a") {
 			if o != 60 {
 				return fmt.Errorf("partition %d committed %d, want 60", p, o)

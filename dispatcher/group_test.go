@@ -10,6 +10,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 // Two instances in one group share the partitions; one leaves while events flow; every event
@@ -38,7 +39,7 @@ func TestTwoInstancesShareAndOneLeavesMidStream(t *testing.T) {
 	}
 	produce(5)
 	// Both members get partitions once the rebalance settles.
-	eventually(t, 20*time.Second, func() error {
+	poll.Eventually(t, 20*time.Second, "condition", func() error {
 		c1, _ := metricValue(t, d1, MetricConsumed, nil)
 		c2, _ := metricValue(t, d2, MetricConsumed, nil)
 		if c1 == 0 || c2 == 0 {
@@ -86,7 +87,7 @@ func TestCrashWithoutCommitLosesNothing(t *testing.T) {
 	d2.waitReady(t, sp)
 	s.waitIDs(t, ids, 20*time.Second)
 	// Everything delivered but not committed by the crashed instance comes again.
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		got := s.ids()
 		for id := range before {
 			if got[id] < 2 {

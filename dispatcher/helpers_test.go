@@ -22,6 +22,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 const testNS = "ns"
@@ -187,7 +188,7 @@ func (rd *runningDispatcher) stop() {
 // waitReady waits until the dispatcher reports every uid ready at its generation.
 func (rd *runningDispatcher) waitReady(t *testing.T, subs ...v1beta1.SubscriberSpec) {
 	t.Helper()
-	eventually(t, 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "condition", func() error {
 		for _, s := range subs {
 			st, ok := rd.State(s.UID)
 			if !ok || st.Ready != ReadyTrue || st.Generation != s.Generation {
@@ -196,21 +197,6 @@ func (rd *runningDispatcher) waitReady(t *testing.T, subs ...v1beta1.SubscriberS
 		}
 		return nil
 	})
-}
-
-func eventually(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // sink is an HTTP server on 127.0.0.1 that records every event it receives.
@@ -274,7 +260,7 @@ func (s *sink) attemptCount() int {
 // waitIDs waits until every id was received at least once.
 func (s *sink) waitIDs(t *testing.T, ids []string, timeout time.Duration) {
 	t.Helper()
-	eventually(t, timeout, func() error {
+	poll.Eventually(t, timeout, "condition", func() error {
 		got := s.ids()
 		missing := 0
 		first := ""

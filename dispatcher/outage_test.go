@@ -13,6 +13,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 func freePort(t *testing.T) int {
@@ -83,7 +84,7 @@ func TestShutdownAbandonsStuckDeliveryAndCommitsTheRest(t *testing.T) {
 	rd.waitReady(t, sp)
 	ids := e.produce(0, 6)
 	s.waitIDs(t, ids[:3], 10*time.Second)
-	eventually(t, 10*time.Second, func() error {
+	poll.Eventually(t, 10*time.Second, "condition", func() error {
 		if s.attemptCount() < 4 {
 			return fmt.Errorf("stuck delivery not started")
 		}

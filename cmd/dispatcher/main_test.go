@@ -29,22 +29,8 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
-
-func eventually(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
 
 // The binary's wiring end to end: env-style options, the mounted Secret, the restricted watch,
 // delivery, status, the admin endpoints and a graceful stop.
@@ -98,7 +84,7 @@ func TestRunEndToEnd(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, o, func() (*rest.Config, error) { return cfg, nil }) }()
 
-	eventually(t, 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "condition", func() error {
 		got := &v1beta1.KafkaChannel{}
 		if err := k8s.Get(ctx, client.ObjectKeyFromObject(kc), got); err != nil {
 			return err
@@ -129,7 +115,7 @@ func TestRunEndToEnd(t *testing.T) {
 	if err := w.WriteMessages(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 20*time.Second, func() error {
+	poll.Eventually(t, 20*time.Second, "condition", func() error {
 		if delivered.Load() == 0 {
 			return fmt.Errorf("not delivered yet")
 		}

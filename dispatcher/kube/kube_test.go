@@ -22,6 +22,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/dispatcher"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
 	"github.com/segmentio/kafka-go"
 )
 
@@ -141,21 +142,6 @@ func getChannel(t *testing.T, name string) *v1beta1.KafkaChannel {
 		t.Fatal(err)
 	}
 	return kc
-}
-
-func eventually(t *testing.T, timeout time.Duration, f func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s: %v", timeout, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func statusOf(kc *v1beta1.KafkaChannel) map[string]v1beta1.SubscriberStatus {
@@ -284,7 +270,7 @@ func TestWatchDispatchAndReport(t *testing.T) {
 		go func() { defer wg.Done(); _ = d.Run(ctx) }()
 		go func() { defer wg.Done(); rep.Run(ctx, d.Changed()) }()
 	}
-	eventually(t, 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "condition", func() error {
 		s := statusOf(getChannel(t, name))["u1"]
 		if s.Ready != dispatcher.ReadyTrue || s.ObservedGeneration != 1 {
 			return fmt.Errorf("status %+v", s)
@@ -296,7 +282,7 @@ func TestWatchDispatchAndReport(t *testing.T) {
 	if err := k8s.Update(ctx, kc); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 30*time.Second, func() error {
+	poll.Eventually(t, 30*time.Second, "condition", func() error {
 		if s := getChannel(t, name).Status.Subscribers; len(s) != 0 {
 			return fmt.Errorf("status still has %+v", s)
 		}
