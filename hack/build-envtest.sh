@@ -11,6 +11,8 @@ DEST=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/kafkachannel/envtest/k8s/${K8S_VERSION
 mkdir -p "$DEST"
 
 log() { printf '[envtest] %s\n' "$*" >&2; }
+# quiet runs a noisy step, showing its output only when it fails.
+quiet() { local out; if ! out=$("$@" 2>&1); then printf '%s\n' "$out" >&2; log "failed: $*"; return 1; fi; }
 
 if [[ -x "$DEST/kube-apiserver" && -x "$DEST/etcd" ]]; then
   log "found kube-apiserver and etcd in $DEST"
@@ -31,7 +33,7 @@ if [[ ! -x "$DEST/etcd" ]]; then
   log "building etcd v${ETCD_VERSION} from the Go module proxy (about 2 minutes on 2 cores, once per machine)"
   mkdir -p "$work/etcd" && cd "$work/etcd"
   printf 'module envtest/etcd\n\ngo 1.25\n' > go.mod
-  go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}" >/dev/null 2>&1
+  quiet go get "go.etcd.io/etcd/server/v3@v${ETCD_VERSION}"
   go build -trimpath -o "$DEST/etcd.tmp" go.etcd.io/etcd/server/v3
   mv "$DEST/etcd.tmp" "$DEST/etcd"
 fi
@@ -49,7 +51,7 @@ if [[ ! -x "$DEST/kube-apiserver" ]]; then
   } > go.mod
   printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
   log "resolving modules (~250 MB of downloads on a cold machine)"
-  go mod tidy >/dev/null 2>&1
+  quiet go mod tidy
   v="v${K8S_VERSION}"; maj=1; min="${K8S_VERSION#1.}"; min="${min%%.*}"
   ld="-s -w"
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do

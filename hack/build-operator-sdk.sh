@@ -9,7 +9,9 @@ d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
 cd "$d"
 printf 'module tools\n\ngo 1.25.7\n' > go.mod
 echo "[operator-sdk] resolving modules" >&2
-go get -tool "github.com/operator-framework/operator-sdk/cmd/operator-sdk@${version}" >/dev/null 2>&1
+if ! out=$(go get -tool "github.com/operator-framework/operator-sdk/cmd/operator-sdk@${version}" 2>&1); then
+  printf '%s\n' "$out" >&2; echo "[operator-sdk] resolving modules failed" >&2; exit 1
+fi
 echo "[operator-sdk] compiling (about 7 minutes on 2 cores, once per machine)" >&2
 mkdir -p "$(dirname "$out")"
 go build -tags containers_image_openpgp -o "$out.tmp" github.com/operator-framework/operator-sdk/cmd/operator-sdk
