@@ -9,8 +9,8 @@ d=$(mktemp -d); trap 'rm -rf "$d"' EXIT
 cd "$d"
 printf 'module tools\n\ngo 1.25.7\n' > go.mod
 echo "[operator-sdk] resolving modules" >&2
-if ! out=$(go get -tool "github.com/operator-framework/operator-sdk/cmd/operator-sdk@${version}" 2>&1); then
-  printf '%s\n' "$out" >&2; echo "[operator-sdk] resolving modules failed" >&2; exit 1
+if ! getlog=$(go get -tool "github.com/operator-framework/operator-sdk/cmd/operator-sdk@${version}" 2>&1); then
+  printf '%s\n' "$getlog" >&2; echo "[operator-sdk] resolving modules failed" >&2; exit 1
 fi
 echo "[operator-sdk] compiling (about 7 minutes on 2 cores, once per machine)" >&2
 mkdir -p "$(dirname "$out")"
