@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
 )
@@ -27,15 +28,15 @@ const (
 	ChannelNameAnnotation      = "kafkachannel.knative.dev/channel-name"
 )
 
-// Paths inside data-plane containers (docs/architecture.md).
+// Paths inside data-plane containers: where the binaries look by default.
 const (
-	secretMountPath = "/etc/kafka-secret"
-	configMountDir  = "/etc/config"
+	secretMountPath = kafkaconn.DefaultSecretDir
+	configMountDir  = observability.DefaultConfigDir
 )
 
 // DataPlaneConfigMaps are the Knative-style ConfigMaps mounted into data-plane pods; binaries
 // re-read them in place, so they are not part of the config hash.
-var DataPlaneConfigMaps = []string{"config-tracing", "config-observability", "config-logging"}
+var DataPlaneConfigMaps = []string{observability.ConfigTracing, observability.ConfigObservability, observability.ConfigLogging}
 
 // configHash combines the Secret's digest with the component's settings.
 func configHash(secretHash string, d DataPlane, c Config) string {
@@ -74,8 +75,8 @@ func podTemplate(c Config, d DataPlane, component string, selector map[string]st
 	env = append(env,
 		corev1.EnvVar{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 		corev1.EnvVar{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-		corev1.EnvVar{Name: "KAFKA_SECRET_DIR", Value: secretMountPath},
-		corev1.EnvVar{Name: "CONFIG_DIR", Value: configMountDir},
+		corev1.EnvVar{Name: kafkaconn.SecretDirEnv, Value: secretMountPath},
+		corev1.EnvVar{Name: observability.ConfigDirEnv, Value: configMountDir},
 	)
 	volumes := []corev1.Volume{{
 		Name: "kafka-secret",

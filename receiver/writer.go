@@ -40,9 +40,9 @@ const (
 type WriterOptions struct {
 	BatchTimeout time.Duration
 	BatchSize    int
-	// MaxMessageBytes is the largest record (value and headers) accepted; default
-	// DefaultMaxBodyBytes plus room for headers.
-	MaxMessageBytes int64
+	// MaxBodyBytes is the largest event body the receiver accepts (its --max-body-bytes); the
+	// writer takes records that large plus room for their headers. Default DefaultMaxBodyBytes.
+	MaxBodyBytes int64
 }
 
 // Writer is the kafka-go Writer the receiver shares across all requests and channels, so
@@ -118,8 +118,8 @@ func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *Writer {
 	if opts.BatchSize <= 0 {
 		opts.BatchSize = DefaultBatchSize
 	}
-	if opts.MaxMessageBytes <= 0 {
-		opts.MaxMessageBytes = DefaultMaxBodyBytes + headerSlack
+	if opts.MaxBodyBytes <= 0 {
+		opts.MaxBodyBytes = DefaultMaxBodyBytes
 	}
 	transport := kc.Transport()
 	return &Writer{transport: transport, Writer: &kafka.Writer{
@@ -133,7 +133,7 @@ func NewWriter(kc *kafkaconn.Config, opts WriterOptions) *Writer {
 		Async:        false,
 		BatchTimeout: opts.BatchTimeout,
 		BatchSize:    opts.BatchSize,
-		BatchBytes:   opts.MaxMessageBytes,
+		BatchBytes:   opts.MaxBodyBytes + headerSlack,
 		// Retries cover leader moves; the receiver's produce timeout bounds the total wait.
 		MaxAttempts:     10,
 		WriteBackoffMin: 10 * time.Millisecond,

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +46,7 @@ func main() {
 	flag.StringVar(&o.namespace, "channel-namespace", os.Getenv("CHANNEL_NAMESPACE"), "namespace of the KafkaChannel (env CHANNEL_NAMESPACE)")
 	flag.StringVar(&o.name, "channel-name", os.Getenv("CHANNEL_NAME"), "name of the KafkaChannel (env CHANNEL_NAME)")
 	flag.StringVar(&o.topic, "kafka-topic", os.Getenv("KAFKA_TOPIC"), "the channel's topic (env KAFKA_TOPIC; default <namespace>.<name>)")
-	flag.StringVar(&o.secretDir, "kafka-secret-dir", envOr("KAFKA_SECRET_DIR", "/etc/kafka-secret"),
+	flag.StringVar(&o.secretDir, "kafka-secret-dir", kafkaconn.SecretDir(),
 		"directory of the mounted Kafka Secret (env KAFKA_SECRET_DIR)")
 	flag.IntVar(&o.maxInFlight, "max-in-flight", dispatcher.DefaultMaxInFlight,
 		"deliveries in flight per partition and subscriber when the channel is annotated "+v1beta1.DeliveryOrderAnnotation+": "+v1beta1.DeliveryOrderUnordered)
@@ -123,16 +122,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		return err
 	}
 
-	admin := obs.Admin
-	admin.AddLivenessCheck("process", func() error { return nil })
-	var shuttingDown atomic.Bool
-	admin.AddReadinessCheck("shutdown", func() error {
-		if shuttingDown.Load() {
-			return errors.New("shutting down")
-		}
-		return nil
-	})
-	admin.AddReadinessCheck("channel", d.Started)
+	obs.Admin.AddReadinessCheck("channel", d.Started)
 
 	if _, err := kube.Watch(ctx, restCfg, scheme, o.namespace, o.name, func(ch *v1beta1.KafkaChannel) {
 		if ch == nil {
@@ -144,7 +134,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	}); err != nil {
 		return err
 	}
-	log.Info("watching the KafkaChannel", "addr", admin.Addr)
+	log.Info("watching the KafkaChannel", "addr", obs.Admin.Addr)
 
 	reporter := &kube.Reporter{Client: k8s, Namespace: o.namespace, Name: o.name, Source: d, Log: log.WithName("status")}
 	var wg sync.WaitGroup
@@ -156,7 +146,6 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 
 	go func() {
 		<-ctx.Done()
-		shuttingDown.Store(true)
 		log.Info("shutting down: finishing deliveries in flight, committing, leaving the consumer groups")
 	}()
 	err = d.Run(ctx)
@@ -167,11 +156,4 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

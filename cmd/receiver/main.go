@@ -9,12 +9,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -38,7 +36,7 @@ type options struct {
 
 func main() {
 	var o options
-	flag.StringVar(&o.secretDir, "kafka-secret-dir", envOr("KAFKA_SECRET_DIR", "/etc/kafka-secret"),
+	flag.StringVar(&o.secretDir, "kafka-secret-dir", kafkaconn.SecretDir(),
 		"directory of the mounted Kafka Secret (env KAFKA_SECRET_DIR)")
 	flag.Int64Var(&o.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes,
 		"largest event body accepted; larger ones get 413; the default is Kafka's default max.message.bytes")
@@ -82,35 +80,24 @@ func run(o options) error {
 		return fmt.Errorf("finding the Kubernetes API: %w", err)
 	}
 
-	admin := obs.Admin
-	reg := obs.Registry
-	admin.AddLivenessCheck("process", func() error { return nil })
-	var shuttingDown atomic.Bool
-	admin.AddReadinessCheck("shutdown", func() error {
-		if shuttingDown.Load() {
-			return errors.New("shutting down")
-		}
-		return nil
-	})
-
 	idx := receiver.NewIndex()
 	synced, err := receiver.WatchChannels(ctx, restCfg, idx)
 	if err != nil {
 		return err
 	}
-	admin.AddReadinessCheck("channels", synced)
+	obs.Admin.AddReadinessCheck("channels", synced)
 	log.Info("channel cache synced", "channels", idx.Len())
 
 	writer := receiver.NewWriter(kc, receiver.WriterOptions{
-		BatchTimeout:    o.batchTimeout,
-		BatchSize:       o.batchSize,
-		MaxMessageBytes: o.maxBodyBytes + 64<<10,
+		BatchTimeout: o.batchTimeout,
+		BatchSize:    o.batchSize,
+		MaxBodyBytes: o.maxBodyBytes,
 	})
 	rcv, err := receiver.New(receiver.Config{
 		Channels:       idx,
 		Writer:         writer,
 		Kafka:          kc,
-		Registry:       reg,
+		Registry:       obs.Registry,
 		Log:            log,
 		MaxBodyBytes:   o.maxBodyBytes,
 		ProduceTimeout: o.produceTimeout,
@@ -122,8 +109,6 @@ func run(o options) error {
 	log.Info("receiving events", "addr", addr)
 	go func() {
 		<-ctx.Done()
-		// Readiness fails first so the Service stops sending new connections our way.
-		shuttingDown.Store(true)
 		log.Info("shutting down: finishing requests in flight and flushing the Kafka writer")
 	}()
 	if err := rcv.Run(ctx, addr, o.shutdownGrace); err != nil {
@@ -131,11 +116,4 @@ func run(o options) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-func envOr(key, def string) string {
-	if v := os.Getenv(key); v != "" {
-		return v
-	}
-	return def
 }

@@ -66,6 +66,21 @@ const (
 	MechanismSCRAMSHA512 = "SCRAM-SHA-512"
 )
 
+// Where the data plane finds the mounted Secret: the manager mounts it at DefaultSecretDir and
+// sets SecretDirEnv; the binaries read SecretDir().
+const (
+	SecretDirEnv     = "KAFKA_SECRET_DIR"
+	DefaultSecretDir = "/etc/kafka-secret"
+)
+
+// SecretDir is SecretDirEnv's value, else DefaultSecretDir.
+func SecretDir() string {
+	if d := os.Getenv(SecretDirEnv); d != "" {
+		return d
+	}
+	return DefaultSecretDir
+}
+
 // DialTimeout bounds each connection attempt, so an unreachable broker is reported in seconds.
 const DialTimeout = 10 * time.Second
 

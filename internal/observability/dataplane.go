@@ -2,6 +2,7 @@ package observability
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"time"
@@ -13,7 +14,9 @@ import (
 // StartDataPlane is Start as the dispatcher and receiver binaries use it: the level from their
 // --log-level flag (config-logging overrides it live), a logger carrying the pod's name and
 // namespace, and a stop function that flushes spans within 10 s. Call stop last, so the spans
-// of the final requests are exported.
+// of the final requests are exported. The admin server answers /healthz while the process
+// serves, and /readyz fails as soon as ctx ends, so a terminating pod leaves its Service's
+// endpoints before it stops serving.
 func StartDataPlane(ctx context.Context, component, logLevel string) (*Observability, logr.Logger, func(), error) {
 	var level zapcore.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -23,6 +26,13 @@ func StartDataPlane(ctx context.Context, component, logLevel string) (*Observabi
 	if err != nil {
 		return nil, logr.Discard(), nil, err
 	}
+	obs.Admin.AddLivenessCheck("process", func() error { return nil })
+	obs.Admin.AddReadinessCheck("shutdown", func() error {
+		if ctx.Err() != nil {
+			return errors.New("shutting down")
+		}
+		return nil
+	})
 	stop := func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
