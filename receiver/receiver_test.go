@@ -17,8 +17,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/cloudevents/sdk-go/v2/types"
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/testr"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
 	"github.com/segmentio/kafka-go"
@@ -29,11 +27,8 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
-
-func testLogger(t *testing.T) logr.Logger {
-	return testr.NewWithOptions(t, testr.Options{Verbosity: 1})
-}
 
 func newEvent(version, id string) event.Event {
 	e := event.New(version)
@@ -633,7 +628,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	w := &gatedWriter{MessageWriter: NewWriter(kafkaConfig(t, k), WriterOptions{}),
 		entered: make(chan struct{}, 100), gate: make(chan struct{})}
 	close(w.gate)
-	r, err := New(Config{Channels: channels, Writer: w, Log: testLogger(t)})
+	r, err := New(Config{Channels: channels, Writer: w, Log: testlog.New(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 // One real kube-apiserver for the package; the receivers under test learn about channels only
@@ -120,7 +121,7 @@ func startReceiver(t *testing.T, k *kafkatest.Kafka, mutate func(*Config)) *test
 		Writer:   NewWriter(kc, WriterOptions{}),
 		Kafka:    kc,
 		Registry: reg,
-		Log:      testLogger(t),
+		Log:      testlog.New(t),
 	}
 	if mutate != nil {
 		mutate(&cfg)

@@ -11,13 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +25,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 const testNS = "knative-eventing"
@@ -133,7 +131,7 @@ func TestNode(t *testing.T) {
 		t.Fatalf("building the fake pod: %v\n%s", err, out)
 	}
 
-	ctrllog.SetLogger(testLogger(t))
+	ctrllog.SetLogger(testlog.New(t))
 	env := &envtest.Environment{BinaryAssetsDirectory: assets}
 	cfg, err := env.Start()
 	if err != nil {
@@ -158,7 +156,7 @@ func TestNode(t *testing.T) {
 	dir := t.TempDir()
 	nodeCtx, stop := context.WithCancel(ctx)
 	n := &Node{Config: cfg, Namespace: testNS, BinDir: bin, Dir: dir, Kubeconfig: "/nonexistent/kubeconfig",
-		PodsFile: filepath.Join(dir, "pods"), Log: testLogger(t)}
+		PodsFile: filepath.Join(dir, "pods"), Log: testlog.New(t)}
 	if err := n.Start(nodeCtx); err != nil {
 		t.Fatal(err)
 	}
@@ -473,19 +471,4 @@ func TestExpandVars(t *testing.T) {
 			t.Errorf("expandVars(%q) = %q, want %q", in, got, want)
 		}
 	}
-}
-
-// testLogger logs to t until the test's cleanup starts: background goroutines that log after
-// the test ended would otherwise panic.
-func testLogger(t *testing.T) logr.Logger {
-	var mu sync.Mutex
-	done := false
-	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
-	return funcr.New(func(prefix, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		if !done {
-			t.Log(prefix, args)
-		}
-	}, funcr.Options{})
 }

@@ -33,6 +33,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 const (
@@ -50,7 +51,7 @@ func startStack(t *testing.T) *localstack.Stack {
 		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
 	}
 	bin := buildBinaries(t)
-	log := testLogger(t)
+	log := testlog.New(t)
 	ctrllog.SetLogger(log)
 	dir := t.TempDir()
 	s, err := localstack.Start(context.Background(), localstack.Options{

@@ -19,8 +19,6 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -291,19 +289,4 @@ func consumed(url string) (map[string]map[string]float64, error) {
 		out[consumer][partition] = v
 	}
 	return out, sc.Err()
-}
-
-// testLogger logs to t until the test's cleanup starts: background goroutines that log after
-// the test ended would otherwise panic.
-func testLogger(t *testing.T) logr.Logger {
-	var mu sync.Mutex
-	done := false
-	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
-	return funcr.New(func(prefix, args string) {
-		mu.Lock()
-		defer mu.Unlock()
-		if !done {
-			t.Log(prefix, args)
-		}
-	}, funcr.Options{})
 }
