@@ -357,6 +357,9 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	partLabel := strconv.Itoa(p)
 	consumed := s.d.metrics.consumed.WithLabelValues(s.group, partLabel, cfg.Topic)
 	lag := s.d.metrics.lag.WithLabelValues(s.group, partLabel, cfg.Topic)
+	// Resolved once per partition: the label lookups would otherwise run for every event.
+	dispatchLatency := s.d.metrics.latency.WithLabelValues(s.group)
+	eventLatency := s.d.metrics.eventLatency.WithLabelValues(s.group)
 	log.V(1).Info("consuming partition", "offset", start)
 fetch:
 	for {
@@ -390,9 +393,10 @@ fetch:
 			defer inflight.Done()
 			if s.handle(dctx, &msg) {
 				tr.markDone(msg.Offset)
-				s.d.metrics.latency.WithLabelValues(s.group).Observe(time.Since(fetched).Seconds())
+				now := time.Now()
+				dispatchLatency.Observe(now.Sub(fetched).Seconds())
 				if !msg.Time.IsZero() {
-					s.d.metrics.eventLatency.WithLabelValues(s.group).Observe(max(time.Since(msg.Time).Seconds(), 0))
+					eventLatency.Observe(max(now.Sub(msg.Time).Seconds(), 0))
 				}
 			}
 			<-slots
