@@ -383,7 +383,7 @@ func TestUnorderedCommitsContiguously(t *testing.T) {
 	// Every other event is delivered past the held one: deliveries overlap.
 	others := append(append([]string{}, ids[:2]...), ids[3:]...)
 	s.waitIDs(t, others, 10*time.Second)
-	poll.Eventually(t, 5*time.Second, "condition", func() error {
+	poll.Eventually(t, 30*time.Second, "condition", func() error {
 		if c := e.committed("uid"); c[0] != 2 {
 			return fmt.Errorf("committed %v, want 2", c)
 		}
@@ -431,7 +431,7 @@ func TestHTTPSSubscriberWithCACerts(t *testing.T) {
 	invalid.SubscriberCACerts = ptr("not a pem")
 	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{good, bad, invalid}})
 	rd.waitReady(t, good, bad)
-	poll.Eventually(t, 5*time.Second, "condition", func() error {
+	poll.Eventually(t, 30*time.Second, "condition", func() error {
 		st, _ := rd.State("invalid")
 		if st.Ready != ReadyFalse || !strings.Contains(st.Message, "subscriberCACerts") {
 			return fmt.Errorf("invalid CA bundle state: %+v", st)
