@@ -86,8 +86,8 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: lint
-lint: golangci-lint ## Run golangci-lint.
-	$(GOLANGCI_LINT) run ./...
+lint: golangci-lint ## Run golangci-lint (waits for another running instance instead of failing).
+	$(GOLANGCI_LINT) run --allow-serial-runners ./...
 
 .PHONY: test
 test: verify-generated verify-bundle fmt-check vet lint envtest kcat fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
