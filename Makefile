@@ -18,6 +18,14 @@ ENVTEST_K8S_VERSION ?= 1.35.4
 ENVTEST_ETCD_VERSION ?= 3.6.5
 ENVTEST_ASSETS ?= $(CACHE_DIR)/envtest/k8s/$(ENVTEST_K8S_VERSION)-linux-amd64
 
+# Apache Kafka (real brokers, assembled from Maven Central by hack/kafka/dist.sh):
+# KAFKA=apache runs the demo on it instead of the embedded kfake; make test-kafka runs the suites
+# on both versions.
+KAFKA ?= kfake
+KAFKA_VERSION ?= 4.4.0
+KAFKA_VERSION_39 ?= 3.9.2
+KAFKA_BROKERS ?= 1
+
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 OPERATOR_SDK_VERSION ?= v1.42.2
@@ -164,6 +172,10 @@ bundle: manifests operator-sdk ## Regenerate the OLM bundle in bundle/.
 	./hack/bundle.sh "$(OPERATOR_SDK)" "$(VERSION)" "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)"
 
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))
+
+.PHONY: kafka-dist
+kafka-dist: ## Assemble Apache Kafka $(KAFKA_VERSION) (broker and tools) from Maven Central into $(CACHE_DIR)/kafka-<version> (cached; needs java and mvn).
+	@./hack/kafka/dist.sh $(KAFKA_VERSION) $(CACHE_DIR)/kafka-$(KAFKA_VERSION)
 
 .PHONY: envtest
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd for envtest (~10 min the first time on 2 cores).
