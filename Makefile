@@ -130,8 +130,9 @@ run: manifests generate ## Run the manager against the cluster in ~/.kube/config
 	go run . --leader-elect=false
 
 .PHONY: demo
-demo: build envtest ## Run the whole system locally (kube-apiserver, Kafka, manager, data plane) and show it working.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(LOCALBIN)/localstack demo --bin $(LOCALBIN)
+demo: build envtest $(if $(filter apache,$(KAFKA)),kafka-dist) ## Run the whole system locally (kube-apiserver, Kafka, manager, data plane) and show it working (KAFKA=apache: on real Apache Kafka $(KAFKA_VERSION), KAFKA_BROKERS 1 or 3).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA=$(KAFKA) KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_BROKERS=$(KAFKA_BROKERS) \
+	  $(LOCALBIN)/localstack demo --bin $(LOCALBIN)
 
 .PHONY: docker-build
 docker-build: ## Build the manager, dispatcher and receiver images.

@@ -50,12 +50,17 @@ func startStack(t *testing.T) *localstack.Stack {
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
 	}
+	// KAFKA=apache: the stack starts real Apache Kafka brokers instead of kfake.
+	apache, err := localstack.ApacheFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
 	bin := buildBinaries(t)
 	log := testlog.New(t)
 	ctrllog.SetLogger(log)
 	dir := t.TempDir()
 	s, err := localstack.Start(context.Background(), localstack.Options{
-		Dir: dir, BinDir: bin, Log: log,
+		Dir: dir, BinDir: bin, Log: log, Apache: apache,
 		// A deleted channel's topic is deleted at once; no need to wait minutes for Kafka.
 		ManagerEnv: map[string]string{"TOPIC_DELETE_TIMEOUT": "30s"},
 	})
