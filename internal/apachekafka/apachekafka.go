@@ -42,6 +42,9 @@ type Options struct {
 	Heap string
 	// Config is added to (and overrides) every node's server.properties.
 	Config map[string]string
+	// RequestLog has every node log each request it completes (the API, its version, the
+	// client and the error codes) to Dir/node-<id>/requests.log, for Requests.
+	RequestLog bool
 	// StartTimeout bounds Start and Restart; 3 minutes when zero (JVMs start slowly on a loaded
 	// two-core machine).
 	StartTimeout time.Duration
@@ -266,10 +269,31 @@ func writeProps(path string, props map[string]string) error {
 // log4j2 one, 3.9 the reload4j one. Brokers log INFO to their server.log; tools log warnings
 // to stderr so their stdout is only their output.
 func (c *Cluster) writeLogConfig() error {
+	server2, server1 := log4j2("INFO", "SYSTEM_OUT"), log4j1("INFO", "System.out")
+	if c.opts.RequestLog {
+		// kafka.logs.dir is each node's directory (a system property of its JVM).
+		server2 += `appender.requests.type = File
+appender.requests.name = REQUESTS
+appender.requests.fileName = ${sys:kafka.logs.dir}/requests.log
+appender.requests.layout.type = PatternLayout
+appender.requests.layout.pattern = %m%n
+logger.request.name = kafka.request.logger
+logger.request.level = DEBUG
+logger.request.additivity = false
+logger.request.appenderRef.requests.ref = REQUESTS
+`
+		server1 += `log4j.appender.requests=org.apache.log4j.FileAppender
+log4j.appender.requests.File=${kafka.logs.dir}/requests.log
+log4j.appender.requests.layout=org.apache.log4j.PatternLayout
+log4j.appender.requests.layout.ConversionPattern=%m%n
+log4j.logger.kafka.request.logger=DEBUG, requests
+log4j.additivity.kafka.request.logger=false
+`
+	}
 	files := map[string]string{
-		"log4j2-server.properties": log4j2("INFO", "SYSTEM_OUT"),
+		"log4j2-server.properties": server2,
 		"log4j2-tools.properties":  log4j2("WARN", "SYSTEM_ERR"),
-		"log4j-server.properties":  log4j1("INFO", "System.out"),
+		"log4j-server.properties":  server1,
 		"log4j-tools.properties":   log4j1("WARN", "System.err"),
 	}
 	for name, content := range files {

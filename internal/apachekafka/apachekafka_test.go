@@ -2,7 +2,9 @@ package apachekafka
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,7 +45,7 @@ func startCluster(t *testing.T, brokers int) *Cluster {
 	t.Helper()
 	requireKafka(t)
 	start := time.Now()
-	c, err := Start(context.Background(), Options{Version: testVersion(), Brokers: brokers, Dir: t.TempDir(), Log: testlog.New(t)})
+	c, err := Start(context.Background(), Options{Version: testVersion(), Brokers: brokers, Dir: t.TempDir(), Log: testlog.New(t), RequestLog: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,7 +90,8 @@ func TestBrokerToolsKillAndRestart(t *testing.T) {
 	if _, err := c.Tool(ctx, "kafka-topics", "--bootstrap-server", bs, "--create", "--topic", topic, "--partitions", "2"); err != nil {
 		t.Fatal(err)
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(c.Brokers()...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond}
+	w := &kafka.Writer{Addr: kafka.TCP(c.Brokers()...), Topic: topic, RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond,
+		Transport: &kafka.Transport{ClientID: "apachekafka-test"}}
 	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("k1"), Value: []byte("v1"), Headers: []kafka.Header{{Key: "ce_id", Value: []byte("1")}}}); err != nil {
 		t.Fatalf("producing with acks=all: %v", err)
 	}
@@ -123,6 +126,37 @@ func TestBrokerToolsKillAndRestart(t *testing.T) {
 		t.Errorf("kafka-consumer-groups --list: %v\n%s", err, out)
 	}
 
+	// The request log names what kafka-go sent; a version the broker does not support shows
+	// up in Refused (Kafka 4 removed Produce v0-v2, 3.9 still has them).
+	reqs, err := c.Requests()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var produce bool
+	for _, r := range reqs {
+		produce = produce || (r.API == "PRODUCE" && r.Client == "apachekafka-test")
+	}
+	if !produce {
+		t.Errorf("no PRODUCE request from the kafka-go writer among %d logged requests: %+v", len(reqs), reqs)
+	}
+	if refused := c.Refused(); len(refused) > 0 {
+		t.Errorf("requests refused before any old version was sent: %q", refused)
+	}
+	sendProduceV0(t, c.Brokers()[0])
+	if strings.HasPrefix(c.Version(), "3.") {
+		if refused := c.Refused(); len(refused) > 0 {
+			t.Errorf("Kafka %s refused Produce v0: %q", c.Version(), refused)
+		}
+	} else {
+		deadline := time.Now().Add(30 * time.Second)
+		for len(c.Refused()) == 0 {
+			if time.Now().After(deadline) {
+				t.Fatalf("Kafka %s accepted a Produce v0 request, or Refused does not find its refusal in the log", c.Version())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+
 	pid := c.PID(0)
 	if err := c.Kill(0); err != nil {
 		t.Fatal(err)
@@ -143,6 +177,32 @@ func TestBrokerToolsKillAndRestart(t *testing.T) {
 	if got := consume(); got != "ce_id:1\tk1\tv1" {
 		t.Errorf("after the restart the console consumer printed %q", got)
 	}
+}
+
+// sendProduceV0 writes a Produce request of version 0 (no topics, acks=1) by hand: the oldest
+// version, which KIP-896 removed in Kafka 4.0.
+func sendProduceV0(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := "raw-produce-v0"
+	body := binary.BigEndian.AppendUint16(nil, 0) // api key: Produce
+	body = binary.BigEndian.AppendUint16(body, 0) // api version 0
+	body = binary.BigEndian.AppendUint32(body, 1) // correlation id
+	body = binary.BigEndian.AppendUint16(body, uint16(len(client)))
+	body = append(body, client...)
+	body = binary.BigEndian.AppendUint16(body, 1)    // acks
+	body = binary.BigEndian.AppendUint32(body, 1000) // timeout ms
+	body = binary.BigEndian.AppendUint32(body, 0)    // no topics
+	if _, err := conn.Write(append(binary.BigEndian.AppendUint32(nil, uint32(len(body))), body...)); err != nil {
+		t.Fatal(err)
+	}
+	// Either an answer (3.9) or a closed connection (4.x): both end the read.
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _ = conn.Read(make([]byte, 64))
 }
 
 // A broker must not outlive a test binary or stack that was SIGKILLed: it would hold its ports
