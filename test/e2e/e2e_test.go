@@ -30,6 +30,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -43,17 +44,23 @@ const (
 
 func startStack(t *testing.T) *localstack.Stack {
 	t.Helper()
+	// KAFKA=apache: the stack starts real Apache Kafka brokers instead of kfake.
+	apache, err := localstack.ApacheFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startStackOn(t, apache)
+}
+
+// startStackOn starts the local stack on kfake (apache nil) or on Apache Kafka brokers.
+func startStackOn(t *testing.T, apache *apachekafka.Options) *localstack.Stack {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: needs kube-apiserver, etcd and the built binaries")
 	}
 	assets := localstack.EnvtestAssets()
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
-	}
-	// KAFKA=apache: the stack starts real Apache Kafka brokers instead of kfake.
-	apache, err := localstack.ApacheFromEnv()
-	if err != nil {
-		t.Fatal(err)
 	}
 	bin := buildBinaries(t)
 	log := testlog.New(t)
