@@ -94,10 +94,28 @@ lint: golangci-lint ## Run golangci-lint.
 	$(GOLANGCI_LINT) run ./...
 
 .PHONY: test
-test: verify-generated verify-bundle fmt-check vet lint envtest kcat fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
+test: verify-generated verify-bundle fmt-check vet lint envtest kcat kafka-dist fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests, the real-Kafka smoke (Apache Kafka $(KAFKA_VERSION)).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
+
+# The packages that talk to Kafka, run against the cluster `localstack kafka` starts.
+KAFKA_TEST_PKGS ?= ./test/e2e ./dispatcher ./receiver ./controllers ./internal/kafkaconn ./internal/observability
+
+.PHONY: test-kafka
+test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFKA_VERSION) and $(KAFKA_VERSION_39) (KAFKA_BROKERS=3 for three brokers); logs in bin/test-kafka-<version>.log.
+	@fail=0; for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do \
+	  ./hack/kafka/dist.sh $$v "$(CACHE_DIR)/kafka-$$v" || exit 1; \
+	  echo "==> Apache Kafka $$v ($(KAFKA_BROKERS) broker(s)): $(KAFKA_TEST_PKGS)"; \
+	  KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v KAFKA_BROKERS=$(KAFKA_BROKERS) \
+	    $(LOCALBIN)/localstack kafka --dir "$(CURDIR)/.demo/kafka-test-$$v" -- \
+	    go test -p 1 -count=1 $(GO_TEST_FLAGS) $(KAFKA_TEST_PKGS) 2>&1 | tee $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
+	  echo "==> Apache Kafka $$v: internal/apachekafka (brokers of its own)"; \
+	  CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v go test -count=1 $(GO_TEST_FLAGS) ./internal/apachekafka 2>&1 | tee -a $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
+	done; \
+	for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do printf 'Apache Kafka %s: ' $$v; \
+	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test-kafka-$$v.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test-kafka-$$v.log); done; \
+	exit $$fail
 
 .PHONY: fuzz-short
 fuzz-short: ## A short real fuzzing run of both parsers on the data path (longer runs: docs/reliability.md).

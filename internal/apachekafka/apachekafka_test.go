@@ -33,6 +33,9 @@ func requireKafka(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Apache Kafka JVMs: not under -short")
 	}
+	if os.Getenv("KAFKACHANNEL_SKIP_APACHE") == "1" {
+		t.Skip("KAFKACHANNEL_SKIP_APACHE=1")
+	}
 	if _, err := exec.LookPath("java"); err != nil {
 		t.Skip("java is not installed: Apache Kafka needs a Java 17 runtime")
 	}
