@@ -20,8 +20,8 @@ const (
 // ErrNoJava marks a machine without the Java runtime or Maven that Apache Kafka needs.
 var ErrNoJava = errors.New("java is not installed")
 
-// CacheDir is where the Makefile caches tools: $CACHE_DIR, else $XDG_CACHE_HOME/kafkachannel,
-// else ~/.cache/kafkachannel.
+// CacheDir is where the Makefile caches tools, envtest binaries and Kafka jars: $CACHE_DIR,
+// else $XDG_CACHE_HOME/kafkachannel, else ~/.cache/kafkachannel.
 func CacheDir() string {
 	if d := os.Getenv("CACHE_DIR"); d != "" {
 		return d

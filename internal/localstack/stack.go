@@ -37,8 +37,8 @@ import (
 const (
 	DefaultOperatorNamespace = "knative-eventing"
 	KafkaSecretName          = "kafka-secret"
-	// DefaultEnvtestAssets is where `make envtest` puts kube-apiserver and etcd, below the cache dir.
-	envtestAssetsSuffix = "kafkachannel/envtest/k8s/1.35.4-linux-amd64"
+	// envtestAssetsSuffix is where `make envtest` puts kube-apiserver and etcd, below the cache dir.
+	envtestAssetsSuffix = "envtest/k8s/1.35.4-linux-amd64"
 )
 
 // Options configure a stack.
@@ -183,17 +183,12 @@ func FindRepo() (string, error) {
 }
 
 // EnvtestAssets is where kube-apiserver and etcd are: KUBEBUILDER_ASSETS, else the place
-// `make envtest` builds them.
+// `make envtest` builds them below the Makefile's cache directory.
 func EnvtestAssets() string {
 	if a := os.Getenv("KUBEBUILDER_ASSETS"); a != "" {
 		return a
 	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, envtestAssetsSuffix)
+	return filepath.Join(apachekafka.CacheDir(), envtestAssetsSuffix)
 }
 
 // claimDir makes Dir this stack's: it refuses while another stack runs there and clears what a
