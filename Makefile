@@ -18,6 +18,14 @@ ENVTEST_K8S_VERSION ?= 1.35.4
 ENVTEST_ETCD_VERSION ?= 3.6.5
 ENVTEST_ASSETS ?= $(CACHE_DIR)/envtest/k8s/$(ENVTEST_K8S_VERSION)-linux-amd64
 
+# Apache Kafka (real brokers, assembled from Maven Central by hack/kafka/dist.sh):
+# KAFKA=apache runs the demo on it instead of the embedded kfake; make test-kafka runs the suites
+# on both versions.
+KAFKA ?= kfake
+KAFKA_VERSION ?= 4.4.0
+KAFKA_VERSION_39 ?= 3.9.2
+KAFKA_BROKERS ?= 1
+
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 OPERATOR_SDK_VERSION ?= v1.42.2
@@ -90,10 +98,28 @@ lint: golangci-lint ## Run golangci-lint (waits for another running instance ins
 	$(GOLANGCI_LINT) run --allow-serial-runners ./...
 
 .PHONY: test
-test: verify-generated verify-bundle fmt-check vet lint envtest kcat fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
+test: verify-generated verify-bundle fmt-check vet lint envtest kcat kafka-dist fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests, the real-Kafka smoke (Apache Kafka $(KAFKA_VERSION)).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
+
+# The packages that talk to Kafka, run against the cluster `localstack kafka` starts.
+KAFKA_TEST_PKGS ?= ./test/e2e ./dispatcher ./receiver ./controllers ./internal/kafkaconn ./internal/observability
+
+.PHONY: test-kafka
+test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFKA_VERSION) and $(KAFKA_VERSION_39) (KAFKA_BROKERS=3 for three brokers); logs in bin/test-kafka-<version>.log.
+	@fail=0; for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do \
+	  ./hack/kafka/dist.sh $$v "$(CACHE_DIR)/kafka-$$v" || exit 1; \
+	  echo "==> Apache Kafka $$v ($(KAFKA_BROKERS) broker(s)): $(KAFKA_TEST_PKGS)"; \
+	  KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v KAFKA_BROKERS=$(KAFKA_BROKERS) \
+	    $(LOCALBIN)/localstack kafka --dir "$(CURDIR)/.demo/kafka-test-$$v" -- \
+	    go test -p 1 -count=1 $(GO_TEST_FLAGS) $(KAFKA_TEST_PKGS) 2>&1 | tee $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
+	  echo "==> Apache Kafka $$v: internal/apachekafka (brokers of its own)"; \
+	  CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v go test -count=1 $(GO_TEST_FLAGS) ./internal/apachekafka 2>&1 | tee -a $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
+	done; \
+	for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do printf 'Apache Kafka %s: ' $$v; \
+	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test-kafka-$$v.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test-kafka-$$v.log); done; \
+	exit $$fail
 
 .PHONY: fuzz-short
 fuzz-short: ## A short real fuzzing run of both data-path parsers, sized by execution counts (part of make test).
@@ -135,8 +161,9 @@ run: manifests generate ## Run the manager against the cluster in ~/.kube/config
 	go run . --leader-elect=false
 
 .PHONY: demo
-demo: build envtest ## Run the whole system locally (kube-apiserver, Kafka, manager, data plane) and show it working.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" $(LOCALBIN)/localstack demo --bin $(LOCALBIN)
+demo: build envtest $(if $(filter apache,$(KAFKA)),kafka-dist) ## Run the whole system locally (kube-apiserver, Kafka, manager, data plane) and show it working (KAFKA=apache: on real Apache Kafka $(KAFKA_VERSION), KAFKA_BROKERS 1 or 3).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA=$(KAFKA) KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_BROKERS=$(KAFKA_BROKERS) \
+	  $(LOCALBIN)/localstack demo --bin $(LOCALBIN)
 
 .PHONY: docker-build
 docker-build: ## Build the manager, dispatcher and receiver images.
@@ -177,6 +204,10 @@ bundle: manifests operator-sdk ## Regenerate the OLM bundle in bundle/.
 	./hack/bundle.sh "$(OPERATOR_SDK)" "$(VERSION)" "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)"
 
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))
+
+.PHONY: kafka-dist
+kafka-dist: ## Assemble Apache Kafka $(KAFKA_VERSION) (broker and tools) from Maven Central into $(CACHE_DIR)/kafka-<version> (cached; needs java and mvn).
+	@./hack/kafka/dist.sh $(KAFKA_VERSION) $(CACHE_DIR)/kafka-$(KAFKA_VERSION)
 
 .PHONY: envtest
 envtest: $(ENVTEST_ASSETS)/kube-apiserver ## Build kube-apiserver and etcd for envtest (~10 min the first time on 2 cores).

@@ -3,6 +3,12 @@
 //	localstack demo [flags]   start the stack, tell the story, stay up until Ctrl-C
 //	                          (DEMO_EXIT=1: exit after the story, 0 on success)
 //	localstack up [flags]     start the stack only and stay up until Ctrl-C
+//	localstack kafka [flags] -- COMMAND [ARGS]
+//	                          start Apache Kafka (KAFKA_VERSION, KAFKA_BROKERS), run COMMAND
+//	                          with KAFKA_BOOTSTRAP_SERVERS set to it, stop Kafka, exit as COMMAND did
+//
+// KAFKA=apache (with KAFKA_VERSION, KAFKA_BROKERS) makes demo and up run on real Apache Kafka
+// brokers instead of the embedded kfake.
 package main
 
 import (
@@ -33,6 +39,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 )
@@ -48,11 +55,14 @@ type config struct {
 }
 
 func main() {
-	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up") {
-		fmt.Fprintln(os.Stderr, "usage: localstack demo|up [flags]   (localstack demo -h lists the flags)")
+	if len(os.Args) < 2 || (os.Args[1] != "demo" && os.Args[1] != "up" && os.Args[1] != "kafka") {
+		fmt.Fprintln(os.Stderr, "usage: localstack demo|up [flags]   (localstack demo -h lists the flags)\n       localstack kafka [--dir DIR] -- COMMAND [ARGS]")
 		os.Exit(2)
 	}
 	cmd := os.Args[1]
+	if cmd == "kafka" {
+		os.Exit(runKafka(os.Args[2:]))
+	}
 	var c config
 	fs := flag.NewFlagSet(cmd, flag.ExitOnError)
 	fs.StringVar(&c.bin, "bin", "bin", "directory with the built manager, dispatcher, receiver and eventdisplay")
@@ -107,16 +117,25 @@ func run(ctx context.Context, cmd string, c config) error {
 		}
 		_ = l.Close()
 	}
-	step("starting kube-apiserver + etcd, Kafka, the manager and the local node (logs: %s)", c.dir)
+	apache, err := localstack.ApacheFromEnv()
+	if err != nil {
+		return err
+	}
+	kafkaName := "Kafka (embedded kfake)"
+	if apache != nil {
+		kafkaName = fmt.Sprintf("Apache Kafka %s (%d broker(s), JVMs; logs in %s/kafka-apache)", apache.Version, apache.Brokers, c.dir)
+	}
+	step("starting kube-apiserver + etcd, %s, the manager and the local node (logs: %s)", kafkaName, c.dir)
 	start := time.Now()
 	s, err := localstack.Start(ctx, localstack.Options{
 		Dir: c.dir, BinDir: c.bin, KafkaPort: c.kafkaPort, KafkaPersist: true, ReceiverPort: c.receiverPort, Log: log,
+		Apache: apache,
 	})
 	if err != nil {
 		return err
 	}
 	defer func() {
-		step("shutting down: manager, data plane processes, receiver Service, kube-apiserver, etcd, Kafka")
+		step("shutting down: manager, data plane processes, receiver Service, kube-apiserver, etcd, %s", kafkaName)
 		s.Stop()
 		step("stopped")
 	}()
@@ -139,6 +158,57 @@ func run(ctx context.Context, cmd string, c config) error {
 	<-ctx.Done()
 	fmt.Println()
 	return nil
+}
+
+// runKafka starts Apache Kafka, runs a command against it and stops it: make test-kafka runs
+// the test suites through it with KAFKA_BOOTSTRAP_SERVERS.
+func runKafka(args []string) int {
+	fs := flag.NewFlagSet("kafka", flag.ExitOnError)
+	dir := fs.String("dir", ".demo/kafka-test", "directory of the brokers' configuration, data and logs")
+	_ = fs.Parse(args)
+	argv := fs.Args()
+	if len(argv) == 0 {
+		fmt.Fprintln(os.Stderr, "usage: localstack kafka [--dir DIR] -- COMMAND [ARGS]")
+		return 2
+	}
+	o, err := localstack.ApacheOptionsFromEnv()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "✗ %v\n", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	defer stop()
+	o.Dir = *dir
+	if _, err := apachekafka.EnsureDist(ctx, o.Version, os.Stderr); err != nil {
+		fmt.Fprintf(os.Stderr, "✗ %v\n", err)
+		return 1
+	}
+	step("starting Apache Kafka %s (%d broker(s)) in %s", o.Version, o.Brokers, *dir)
+	start := time.Now()
+	c, err := apachekafka.Start(ctx, *o)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "✗ %v\n", err)
+		return 1
+	}
+	defer func() {
+		step("stopping Apache Kafka")
+		c.Close()
+	}()
+	step("Apache Kafka %s up in %s at %s", o.Version, time.Since(start).Round(100*time.Millisecond), c.BootstrapServers())
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "KAFKA_BOOTSTRAP_SERVERS="+c.BootstrapServers(), "KAFKA_VERSION="+o.Version)
+	// The command may be a test run that reads KAFKA: it gets the brokers, not a second cluster.
+	cmd.Env = append(cmd.Env, "KAFKA=")
+	if err := cmd.Run(); err != nil {
+		var exit *exec.ExitError
+		if errors.As(err, &exit) {
+			return exit.ExitCode()
+		}
+		fmt.Fprintf(os.Stderr, "✗ %s: %v\n", argv[0], err)
+		return 1
+	}
+	return 0
 }
 
 func printCommands(s *localstack.Stack, c config) {

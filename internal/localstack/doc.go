@@ -1,7 +1,8 @@
 /*
 Package localstack runs the whole system on one machine with no cluster, no Docker and no Kafka
-install: a real kube-apiserver and etcd (envtest binaries), an embedded Kafka (kfake) or the
-cluster of KAFKA_BOOTSTRAP_SERVERS, the manager as its own process, and a local node that runs
+install: a real kube-apiserver and etcd (envtest binaries), an embedded Kafka (kfake), real
+Apache Kafka brokers started as local JVMs (Options.Apache, KAFKA=apache; internal/apachekafka)
+or the cluster of KAFKA_BOOTSTRAP_SERVERS, the manager as its own process, and a local node that runs
 the Deployments the manager writes as local processes. `make demo` and the end-to-end tests
 both use it.
 
@@ -55,6 +56,7 @@ ready receiver replicas (container port 8080), keeping the client's Host header.
 Files in the stack's directory (.demo for `make demo`): kubeconfig, env (KEY=value, READY=1
 last once up), pods (one line per running replica: namespace deployment pod pid metrics-URL
 health-URL), logs/manager.log, run/<pod>/container.log, kafka/ (the embedded Kafka's data),
-localstack.log (the stack's own log, demo only), stack.pid.
+kafka-apache/node-<id>/ (server.properties, data/ and server.log of each Apache Kafka node,
+a new cluster every start), localstack.log (the stack's own log, demo only), stack.pid.
 */
 package localstack

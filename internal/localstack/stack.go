@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 )
@@ -36,8 +37,8 @@ import (
 const (
 	DefaultOperatorNamespace = "knative-eventing"
 	KafkaSecretName          = "kafka-secret"
-	// DefaultEnvtestAssets is where `make envtest` puts kube-apiserver and etcd, below the cache dir.
-	envtestAssetsSuffix = "kafkachannel/envtest/k8s/1.35.4-linux-amd64"
+	// envtestAssetsSuffix is where `make envtest` puts kube-apiserver and etcd, below the cache dir.
+	envtestAssetsSuffix = "envtest/k8s/1.35.4-linux-amd64"
 )
 
 // Options configure a stack.
@@ -53,6 +54,10 @@ type Options struct {
 	KafkaPort int
 	// KafkaPersist keeps the embedded Kafka's data under Dir/kafka across runs.
 	KafkaPersist bool
+	// Apache, when set, runs real Apache Kafka brokers (internal/apachekafka) instead of the
+	// embedded kfake: a new cluster per Start, its nodes under Dir/kafka-apache unless
+	// Apache.Dir says otherwise. ApacheFromEnv reads it from KAFKA=apache.
+	Apache *apachekafka.Options
 	// ReceiverPort is where the receiver Service is exposed on 127.0.0.1, 0 for any free port.
 	ReceiverPort int
 	// OperatorNamespace defaults to knative-eventing.
@@ -74,6 +79,8 @@ type Stack struct {
 	// Brokers are Kafka's bootstrap servers; Kafka is nil for an external cluster.
 	Brokers []string
 	Kafka   *kfake.Cluster
+	// Apache is the real Apache Kafka cluster when Options.Apache asked for one.
+	Apache *apachekafka.Cluster
 	// KafkaSecret is the data of the Kafka Secret the stack applied.
 	KafkaSecret map[string][]byte
 	// ReceiverURL is the base URL of the receiver Service: channels at ReceiverURL/<ns>/<name>.
@@ -130,7 +137,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 			s = nil
 		}
 	}()
-	if err := s.startKafka(); err != nil {
+	if err := s.startKafka(ctx); err != nil {
 		return s, err
 	}
 	if err := s.startAPIServer(); err != nil {
@@ -176,17 +183,12 @@ func FindRepo() (string, error) {
 }
 
 // EnvtestAssets is where kube-apiserver and etcd are: KUBEBUILDER_ASSETS, else the place
-// `make envtest` builds them.
+// `make envtest` builds them below the Makefile's cache directory.
 func EnvtestAssets() string {
 	if a := os.Getenv("KUBEBUILDER_ASSETS"); a != "" {
 		return a
 	}
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, _ := os.UserHomeDir()
-		cache = filepath.Join(home, ".cache")
-	}
-	return filepath.Join(cache, envtestAssetsSuffix)
+	return filepath.Join(apachekafka.CacheDir(), envtestAssetsSuffix)
 }
 
 // claimDir makes Dir this stack's: it refuses while another stack runs there and clears what a
@@ -227,7 +229,41 @@ func checkPortFree(port int, what, flag string) error {
 	return l.Close()
 }
 
-func (s *Stack) startKafka() error {
+// ApacheFromEnv reads the Kafka the stack should run from the environment: KAFKA=apache asks for
+// real Apache Kafka brokers (see ApacheOptionsFromEnv); KAFKA unset or kfake means the embedded
+// kfake (nil).
+func ApacheFromEnv() (*apachekafka.Options, error) {
+	switch k := os.Getenv("KAFKA"); k {
+	case "", "kfake":
+		return nil, nil
+	case "apache":
+		return ApacheOptionsFromEnv()
+	default:
+		return nil, usageErr("KAFKA=%s: use KAFKA=apache for real Apache Kafka brokers, or kfake (the default) for the embedded one", k)
+	}
+}
+
+// ApacheOptionsFromEnv reads KAFKA_VERSION (default the newest 4.x) and KAFKA_BROKERS (1, the
+// default, or 3).
+func ApacheOptionsFromEnv() (*apachekafka.Options, error) {
+	o := &apachekafka.Options{Version: os.Getenv("KAFKA_VERSION"), Brokers: 1}
+	if o.Version == "" {
+		o.Version = apachekafka.DefaultVersion
+	}
+	if b := os.Getenv("KAFKA_BROKERS"); b != "" {
+		n, err := strconv.Atoi(b)
+		if err != nil || (n != 1 && n != 3) {
+			return nil, usageErr("KAFKA_BROKERS=%s: 1 or 3", b)
+		}
+		o.Brokers = n
+	}
+	return o, nil
+}
+
+func (s *Stack) startKafka(ctx context.Context) error {
+	if s.Opts.Apache != nil {
+		return s.startApacheKafka(ctx)
+	}
 	if ext := os.Getenv("KAFKA_BOOTSTRAP_SERVERS"); ext != "" {
 		s.Brokers = strings.Split(ext, ",")
 		data, err := secretFromEnv(ext)
@@ -262,6 +298,39 @@ func (s *Stack) startKafka() error {
 	s.Kafka = c
 	s.Brokers = c.ListenAddrs()
 	s.KafkaSecret = map[string][]byte{kafkaconn.KeyBrokers: []byte(strings.Join(s.Brokers, ","))}
+	return nil
+}
+
+func (s *Stack) startApacheKafka(ctx context.Context) error {
+	if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") != "" {
+		return usageErr("KAFKA=apache starts its own Kafka, and KAFKA_BOOTSTRAP_SERVERS names another: unset one of them")
+	}
+	o := *s.Opts.Apache
+	if o.Version == "" {
+		o.Version = apachekafka.DefaultVersion
+	}
+	if o.Dir == "" {
+		o.Dir = filepath.Join(s.Opts.Dir, "kafka-apache")
+	}
+	if o.Log.GetSink() == nil {
+		o.Log = s.Opts.Log.WithName("apachekafka")
+	}
+	home, err := apachekafka.EnsureDist(ctx, o.Version, os.Stderr)
+	if errors.Is(err, apachekafka.ErrNoJava) {
+		return usageErr("%v", err)
+	}
+	if err != nil {
+		return err
+	}
+	o.Home = home
+	s.Opts.Log.Info("starting Apache Kafka", "version", o.Version, "brokers", o.Brokers, "dir", o.Dir)
+	c, err := apachekafka.Start(ctx, o)
+	if err != nil {
+		return fmt.Errorf("starting Apache Kafka %s: %w", o.Version, err)
+	}
+	s.Apache = c
+	s.Brokers = c.Brokers()
+	s.KafkaSecret = map[string][]byte{kafkaconn.KeyBrokers: []byte(c.BootstrapServers())}
 	return nil
 }
 
@@ -513,6 +582,9 @@ func (s *Stack) Stop() {
 	}
 	if s.Kafka != nil {
 		s.Kafka.Close()
+	}
+	if s.Apache != nil {
+		s.Apache.Close()
 	}
 	for _, f := range []string{"env", "pods", "stack.pid"} {
 		_ = os.Remove(filepath.Join(s.Opts.Dir, f))

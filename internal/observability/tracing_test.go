@@ -3,6 +3,7 @@ package observability
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -66,8 +67,12 @@ func (c *zipkinCollector) get() ([]zipkinSpan, []string) {
 	return append([]zipkinSpan(nil), c.spans...), append([]string(nil), c.bad...)
 }
 
-// tracedTopic is the topic the traced event passes through.
-const tracedTopic = "traced"
+// tracedTopic is a new topic for the traced event to pass through: against a real cluster
+// (KAFKA_BOOTSTRAP_SERVERS) every test and every run needs its own. Lower case: Zipkin's model
+// lower-cases the span names that carry it.
+func tracedTopic(t *testing.T) string {
+	return strings.ToLower(fmt.Sprintf("traced-%s-%d", t.Name(), time.Now().UnixNano()))
+}
 
 // hop is one span of the path, as either capture shows it.
 type hop struct {
@@ -78,9 +83,8 @@ type hop struct {
 // server span), which produces it to Kafka with the trace context in the record's headers; a
 // consumer reads the record, continues the trace from its headers and delivers it over HTTP to
 // a subscriber (server span). It returns the trace id the client started.
-func pipeline(t *testing.T, brokers []string) trace.TraceID {
+func pipeline(t *testing.T, brokers []string, topic string) trace.TraceID {
 	t.Helper()
-	const topic = tracedTopic
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	client := &http.Client{Transport: TraceTransport(nil)}
@@ -142,7 +146,7 @@ func pipeline(t *testing.T, brokers []string) trace.TraceID {
 
 // checkPath asserts the spans form one trace: client -> HTTP client -> receive (server) ->
 // produce -> consume -> HTTP client -> subscriber (server), each the parent of the next.
-func checkPath(t *testing.T, want trace.TraceID, spans []hop) {
+func checkPath(t *testing.T, topic string, want trace.TraceID, spans []hop) {
 	t.Helper()
 	byName := map[string][]hop{}
 	for _, s := range spans {
@@ -167,7 +171,7 @@ func checkPath(t *testing.T, want trace.TraceID, spans []hop) {
 	if len(httpClients) != 2 {
 		t.Fatalf("want two HTTP client spans, got %+v (all: %+v)", httpClients, spans)
 	}
-	root, receive, produce, consume, sub := one("client"), one("receive"), one("produce "+tracedTopic), one("consume "+tracedTopic), one("subscriber")
+	root, receive, produce, consume, sub := one("client"), one("receive"), one("produce "+topic), one("consume "+topic), one("subscriber")
 	if root.parentID != "" {
 		t.Errorf("client span has parent %s, want none", root.parentID)
 	}
@@ -206,7 +210,8 @@ func TestTraceCrossesHTTPKafkaHTTPZipkin(t *testing.T) {
 	o := startForTest(t, Options{ConfigDir: dir})
 	k := kafkatest.Start(t)
 
-	tid := pipeline(t, k.Brokers)
+	topic := tracedTopic(t)
+	tid := pipeline(t, k.Brokers, topic)
 	mustf(t, o.ForceFlush(context.Background()), "flushing spans")
 	var spans []zipkinSpan
 	eventually(t, 10*time.Second, "seven spans at the collector", func() bool {
@@ -223,7 +228,7 @@ func TestTraceCrossesHTTPKafkaHTTPZipkin(t *testing.T) {
 		}
 		hops = append(hops, hop{traceID: s.TraceID, spanID: s.ID, parentID: s.ParentID, name: s.Name, kind: s.Kind})
 	}
-	checkPath(t, tid, hops)
+	checkPath(t, topic, tid, hops)
 }
 
 func TestTraceCrossesHTTPKafkaHTTPInMemory(t *testing.T) {
@@ -234,7 +239,8 @@ func TestTraceCrossesHTTPKafkaHTTPInMemory(t *testing.T) {
 	o := startForTest(t, Options{ConfigDir: dir, SpanExporter: exp})
 	k := kafkatest.Start(t)
 
-	tid := pipeline(t, k.Brokers)
+	topic := tracedTopic(t)
+	tid := pipeline(t, k.Brokers, topic)
 	mustf(t, o.ForceFlush(context.Background()), "flushing spans")
 	var hops []hop
 	for _, s := range exp.GetSpans() {
@@ -245,7 +251,7 @@ func TestTraceCrossesHTTPKafkaHTTPInMemory(t *testing.T) {
 		}
 		hops = append(hops, h)
 	}
-	checkPath(t, tid, hops)
+	checkPath(t, topic, tid, hops)
 }
 
 // Spans still in the batch when a pod stops are sent by Shutdown.

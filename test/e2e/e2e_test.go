@@ -30,6 +30,7 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -43,6 +44,17 @@ const (
 
 func startStack(t *testing.T) *localstack.Stack {
 	t.Helper()
+	// KAFKA=apache: the stack starts real Apache Kafka brokers instead of kfake.
+	apache, err := localstack.ApacheFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startStackOn(t, apache)
+}
+
+// startStackOn starts the local stack on kfake (apache nil) or on Apache Kafka brokers.
+func startStackOn(t *testing.T, apache *apachekafka.Options) *localstack.Stack {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: needs kube-apiserver, etcd and the built binaries")
 	}
@@ -55,7 +67,7 @@ func startStack(t *testing.T) *localstack.Stack {
 	ctrllog.SetLogger(log)
 	dir := t.TempDir()
 	s, err := localstack.Start(context.Background(), localstack.Options{
-		Dir: dir, BinDir: bin, Log: log,
+		Dir: dir, BinDir: bin, Log: log, Apache: apache,
 		// A deleted channel's topic is deleted at once; no need to wait minutes for Kafka.
 		ManagerEnv: map[string]string{"TOPIC_DELETE_TIMEOUT": "30s"},
 	})

@@ -290,3 +290,17 @@ func consumed(url string) (map[string]map[string]float64, error) {
 	}
 	return out, sc.Err()
 }
+
+// received counts the ids of ids that r got at least once.
+func (r *recorder) received(ids []string) int { return len(ids) - len(r.missing(ids)) }
+
+// duplicates counts the deliveries of ids beyond the first.
+func (r *recorder) duplicates(ids []string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		n += max(0, len(r.got[id])-1)
+	}
+	return n
+}
