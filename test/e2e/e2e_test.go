@@ -43,6 +43,12 @@ const (
 
 func startStack(t *testing.T) *localstack.Stack {
 	t.Helper()
+	return startStackWith(t, nil)
+}
+
+// startStackWith starts a stack whose manager also gets env.
+func startStackWith(t *testing.T, env map[string]string) *localstack.Stack {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: needs kube-apiserver, etcd and the built binaries")
 	}
@@ -54,10 +60,14 @@ func startStack(t *testing.T) *localstack.Stack {
 	log := testlog.New(t)
 	ctrllog.SetLogger(log)
 	dir := t.TempDir()
+	managerEnv := map[string]string{"TOPIC_DELETE_TIMEOUT": "30s"}
+	for k, v := range env {
+		managerEnv[k] = v
+	}
 	s, err := localstack.Start(context.Background(), localstack.Options{
 		Dir: dir, BinDir: bin, Log: log,
 		// A deleted channel's topic is deleted at once; no need to wait minutes for Kafka.
-		ManagerEnv: map[string]string{"TOPIC_DELETE_TIMEOUT": "30s"},
+		ManagerEnv: managerEnv,
 	})
 	if err != nil {
 		t.Fatalf("starting the local stack: %v", err)
