@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
@@ -110,4 +112,68 @@ func TestPauseOneSubscriberAndReplay(t *testing.T) {
 			t.Errorf("the other subscriber got %s %d times", id, n)
 		}
 	}
+}
+
+// members counts the members of a consumer group.
+func (e *env) members(group string) int {
+	e.t.Helper()
+	res, err := e.client.DescribeGroups(context.Background(), &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil || len(res.Groups) != 1 || res.Groups[0].Error != nil {
+		e.t.Fatalf("describing group %s: %v %+v", group, err, res)
+	}
+	return len(res.Groups[0].Members)
+}
+
+// TestPauseAcrossReplicasAndRestart: the group only empties once every replica paused, and a
+// replica that starts while the pause is set never joins; lifting the pause brings both back.
+func TestPauseAcrossReplicasAndRestart(t *testing.T) {
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 2)
+	a, b := newSink(t, nil), newSink(t, nil)
+	sa, sb := sub("uid-a", 1, a.URL), sub("uid-b", 1, b.URL)
+	ch := Channel{Subscribers: []v1beta1.SubscriberSpec{sa, sb}}
+	paused := ch
+	paused.Paused = map[string]string{"uid-a": "reset.1"}
+	rd1, rd2 := e.start(nil), e.start(nil)
+	rd1.Update(ch)
+	rd2.Update(ch)
+	rd1.waitReady(t, sa, sb)
+	rd2.waitReady(t, sa, sb)
+	groupA := rd1.groupID("uid-a")
+	poll.Eventually(t, 30*time.Second, "both replicas in the group", func() error {
+		if n := e.members(groupA); n != 2 {
+			return fmt.Errorf("%d members", n)
+		}
+		return nil
+	})
+
+	rd1.Update(paused)
+	poll.Eventually(t, 30*time.Second, "the first replica left", func() error {
+		if n := e.members(groupA); n != 1 {
+			return fmt.Errorf("%d members", n)
+		}
+		return nil
+	})
+	rd2.Update(paused)
+	poll.Eventually(t, 30*time.Second, "group empty once both paused", func() error {
+		return replay.CheckGroupEmpty(context.Background(), e.client, groupA)
+	})
+
+	// A restarted replica learns of the pause with its first view of the channel.
+	rd2.stop()
+	rd3 := e.start(nil)
+	rd3.Update(paused)
+	rd3.waitReady(t, sb)
+	if _, ok := rd3.State("uid-a"); ok {
+		t.Error("the restarted replica reports the paused subscriber as if it ran a member")
+	}
+	if n := e.members(groupA); n != 0 {
+		t.Fatalf("a replica started during the pause joined the group (%d members)", n)
+	}
+
+	rd1.Update(ch)
+	rd3.Update(ch)
+	ids := append(e.produce(0, 5), e.produce(1, 5)...)
+	a.waitIDs(t, ids, 30*time.Second)
+	b.waitIDs(t, ids, 30*time.Second)
 }
