@@ -18,6 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/controllers"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
@@ -66,6 +67,10 @@ func main() {
 		log.Error(err, "registering KafkaChannel types")
 		os.Exit(1)
 	}
+	if err := v1alpha1.AddToScheme(scheme); err != nil {
+		log.Error(err, "registering ResetOffset types")
+		os.Exit(1)
+	}
 
 	metricsOpts := metricsserver.Options{BindAddress: metricsAddr, SecureServing: secureMetrics}
 	if secureMetrics {
@@ -94,6 +99,16 @@ func main() {
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		log.Error(err, "setting up the KafkaChannel controller")
+		os.Exit(1)
+	}
+	ro := &controllers.ResetOffsetReconciler{
+		Client:    mgr.GetClient(),
+		APIReader: mgr.GetAPIReader(),
+		Recorder:  mgr.GetEventRecorder(controllers.FieldManager),
+		Config:    cfg,
+	}
+	if err := ro.SetupWithManager(mgr); err != nil {
+		log.Error(err, "setting up the ResetOffset controller")
 		os.Exit(1)
 	}
 	if err := crmetrics.Registry.Register(&controllers.ChannelsCollector{Reader: mgr.GetClient()}); err != nil {

@@ -36,6 +36,11 @@ type Config struct {
 	// TopicDeleteTimeout bounds how long a deleted channel waits for Kafka to delete its topic
 	// before the finalizer lets go (with a Warning Event saying the topic may remain).
 	TopicDeleteTimeout time.Duration
+
+	// ResetOffsetTimeout bounds a ResetOffset from the pause request to the commit: dispatchers
+	// that do not pause in time, or Kafka that does not answer, fail it (and the subscriber
+	// resumes where it was).
+	ResetOffsetTimeout time.Duration
 }
 
 // DataPlane configures one data-plane component's pods.
@@ -73,6 +78,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.TopicDeleteTimeout, err = time.ParseDuration(get("TOPIC_DELETE_TIMEOUT", "2m")); err != nil || c.TopicDeleteTimeout < 0 {
 		return c, fmt.Errorf("TOPIC_DELETE_TIMEOUT=%q is not a non-negative Go duration such as 2m: %v", getenv("TOPIC_DELETE_TIMEOUT"), err)
+	}
+	if c.ResetOffsetTimeout, err = time.ParseDuration(get("RESET_OFFSET_TIMEOUT", "2m")); err != nil || c.ResetOffsetTimeout <= 0 {
+		return c, fmt.Errorf("RESET_OFFSET_TIMEOUT=%q is not a positive Go duration such as 2m: %v", getenv("RESET_OFFSET_TIMEOUT"), err)
 	}
 	return c, nil
 }

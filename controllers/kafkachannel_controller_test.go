@@ -80,11 +80,17 @@ func mustConn(t *testing.T, data map[string]string) *kafkaconn.Config {
 // columns of the row for the channel.
 func printedColumns(t *testing.T, ns, name string, cols ...string) []string {
 	t.Helper()
+	return printedColumnsOf(t, "messaging.knative.dev/v1beta1", "kafkachannels", ns, name, cols...)
+}
+
+// printedColumnsOf is printedColumns for any resource (group/version, plural).
+func printedColumnsOf(t *testing.T, groupVersion, resource, ns, name string, cols ...string) []string {
+	t.Helper()
 	hc, err := rest.HTTPClientFor(restCfg)
 	if err != nil {
 		t.Fatalf("http client: %v", err)
 	}
-	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/apis/messaging.knative.dev/v1beta1/namespaces/%s/kafkachannels/%s", strings.TrimRight(restCfg.Host, "/"), ns, name), nil)
+	req, _ := http.NewRequest(http.MethodGet, fmt.Sprintf("%s/apis/%s/namespaces/%s/%s/%s", strings.TrimRight(restCfg.Host, "/"), groupVersion, ns, resource, name), nil)
 	req.Header.Set("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
 	resp, err := hc.Do(req)
 	if err != nil {

@@ -29,6 +29,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 )
 
@@ -57,8 +58,10 @@ func TestMain(m *testing.M) {
 	logf.SetLogger(logr.Discard())
 	_ = clientgoscheme.AddToScheme(testSchem)
 	_ = v1beta1.AddToScheme(testSchem)
+	_ = v1alpha1.AddToScheme(testSchem)
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		// testdata/crd: a minimal Knative Subscription CRD for ResetOffsets that name one.
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("testdata", "crd")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error
@@ -154,6 +157,16 @@ func startFixture(t *testing.T, o fixtureOpts) *fixture {
 		RetryInterval: 500 * time.Millisecond,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatalf("setup: %v", err)
+	}
+	ro := &ResetOffsetReconciler{
+		Client:       mgr.GetClient(),
+		APIReader:    mgr.GetAPIReader(),
+		Recorder:     mgr.GetEventRecorder(FieldManager),
+		Config:       cfg,
+		PollInterval: 200 * time.Millisecond,
+	}
+	if err := ro.SetupWithManager(mgr); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
 	done := make(chan struct{})

@@ -100,6 +100,9 @@ type Channel struct {
 	DeadLetterSinkCACerts string
 	// Unordered allows several deliveries in flight per partition.
 	Unordered bool
+	// Paused are subscribers (uid -> ResetOffset token) that run no consumer group member
+	// while a ResetOffset moves their position (pause.go).
+	Paused map[string]string
 }
 
 // ChannelFrom extracts what the dispatcher needs from a KafkaChannel.
@@ -108,6 +111,7 @@ func ChannelFrom(kc *v1beta1.KafkaChannel) Channel {
 		Subscribers: kc.Spec.Subscribers,
 		Delivery:    kc.Spec.Delivery,
 		Unordered:   kc.Annotations[v1beta1.DeliveryOrderAnnotation] == v1beta1.DeliveryOrderUnordered,
+		Paused:      pausedFrom(kc.Annotations),
 	}
 	if kc.Status.DeadLetterSinkURI != nil {
 		c.DeadLetterSinkURI = *kc.Status.DeadLetterSinkURI
@@ -332,6 +336,9 @@ func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscriptio
 	var stopping sync.WaitGroup
 	for _, spec := range c.Subscribers {
 		want[spec.UID] = true
+		if d.holdPaused(c, spec.UID, subs, &stopping) {
+			continue
+		}
 		cfg, err := d.buildConfig(spec, c)
 		s := subs[spec.UID]
 		if err != nil {

@@ -34,10 +34,12 @@ import (
 	"github.com/go-logr/zapr"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
@@ -233,12 +235,12 @@ any http://127.0.0.1:PORT/ URL (e.g. %[10]s/eventdisplay --port 8091).
 // sink runs bin/eventdisplay and remembers the event ids it printed.
 type sink struct {
 	mu   sync.Mutex
-	seen map[string]bool
+	seen map[string]int // event id -> deliveries
 	cmd  *exec.Cmd
 }
 
 func startSink(bin string, port int) (*sink, error) {
-	sk := &sink{seen: map[string]bool{}}
+	sk := &sink{seen: map[string]int{}}
 	sk.cmd = exec.Command(filepath.Join(bin, "eventdisplay"), fmt.Sprintf("--port=%d", port))
 	out, err := sk.cmd.StdoutPipe()
 	if err != nil {
@@ -264,7 +266,7 @@ func startSink(bin string, port int) (*sink, error) {
 			if rest, ok := strings.CutPrefix(line, "received event id="); ok {
 				id, _, _ := strings.Cut(rest, " ")
 				sk.mu.Lock()
-				sk.seen[id] = true
+				sk.seen[id]++
 				sk.mu.Unlock()
 			}
 		}
@@ -272,12 +274,13 @@ func startSink(bin string, port int) (*sink, error) {
 	return sk, nil
 }
 
-func (sk *sink) has(ids []string) int {
+// has counts the ids the sink received at least times times.
+func (sk *sink) has(ids []string, times int) int {
 	sk.mu.Lock()
 	defer sk.mu.Unlock()
 	n := 0
 	for _, id := range ids {
-		if sk.seen[id] {
+		if sk.seen[id] >= times {
 			n++
 		}
 	}
@@ -372,8 +375,8 @@ func story(ctx context.Context, s *localstack.Stack, c config) error {
 		}
 	}
 	step("waiting for the events at the event display")
-	if err := poll(ctx, time.Minute, func() (bool, error) { return sk.has(ids) == len(ids), nil }); err != nil {
-		return fmt.Errorf("only %d of %d events reached the subscriber within a minute\n%s", sk.has(ids), len(ids), podSummary(s))
+	if err := poll(ctx, time.Minute, func() (bool, error) { return sk.has(ids, 1) == len(ids), nil }); err != nil {
+		return fmt.Errorf("only %d of %d events reached the subscriber within a minute\n%s", sk.has(ids, 1), len(ids), podSummary(s))
 	}
 	step("all %d events arrived", len(ids))
 
@@ -407,6 +410,58 @@ func story(ctx context.Context, s *localstack.Stack, c config) error {
 	for _, l := range lines {
 		fmt.Println("    " + l)
 	}
+	return replayStory(ctx, s, c, ch.Spec.Subscribers[0].UID, sk, ids)
+}
+
+// replayStory moves the subscriber back to the earliest event with a ResetOffset applied by
+// kubectl, and waits for the events to reach the event display a second time.
+func replayStory(ctx context.Context, s *localstack.Stack, c config, subscriberUID string, sk *sink, ids []string) error {
+	manifest := fmt.Sprintf(`apiVersion: kafka.eventing.knative.dev/v1alpha1
+kind: ResetOffset
+metadata:
+  name: %s-replay
+  namespace: %s
+spec:
+  ref:
+    kafkaChannel: %s
+    subscriberUid: %s
+  offset:
+    time: earliest
+`, c.channel, c.namespace, c.channel, subscriberUID)
+	step("replay: kubectl apply a ResetOffset that moves the subscriber back to the earliest event")
+	fmt.Println(indent(strings.TrimRight(manifest, "\n")))
+	apply := exec.CommandContext(ctx, "kubectl", "--kubeconfig", s.Kubeconfig, "apply", "-f", "-")
+	apply.Stdin, apply.Stdout, apply.Stderr = strings.NewReader(manifest), os.Stdout, os.Stderr
+	if err := apply.Run(); err != nil {
+		return fmt.Errorf("kubectl apply of the ResetOffset: %w", err)
+	}
+	ro := &v1alpha1.ResetOffset{}
+	key := client.ObjectKey{Namespace: c.namespace, Name: c.channel + "-replay"}
+	var outcome *metav1.Condition
+	err := poll(ctx, 2*time.Minute, func() (bool, error) {
+		if err := s.Client.Get(ctx, key, ro); err != nil {
+			return false, err
+		}
+		outcome = meta.FindStatusCondition(ro.Status.Conditions, v1alpha1.ConditionSucceeded)
+		return outcome != nil && outcome.Status != metav1.ConditionUnknown, nil
+	})
+	if err != nil || outcome.Status != metav1.ConditionTrue {
+		return fmt.Errorf("the ResetOffset did not succeed (%v): %+v\n%s", err, ro.Status.Conditions, podSummary(s))
+	}
+	step("kubectl get resetoffsets -n %s -o wide", c.namespace)
+	get := exec.CommandContext(ctx, "kubectl", "--kubeconfig", s.Kubeconfig, "get", "resetoffsets", "-n", c.namespace, "-o", "wide")
+	get.Stdout, get.Stderr = os.Stdout, os.Stderr
+	if err := get.Run(); err != nil {
+		fmt.Printf("    (kubectl failed: %v)\n", err)
+	}
+	for _, p := range ro.Status.Partitions {
+		fmt.Printf("    partition %d: offset %d -> %d\n", p.Partition, p.OldOffset, p.NewOffset)
+	}
+	step("waiting for the %d events to arrive again at the event display", len(ids))
+	if err := poll(ctx, time.Minute, func() (bool, error) { return sk.has(ids, 2) == len(ids), nil }); err != nil {
+		return fmt.Errorf("only %d of %d events were replayed within a minute\n%s", sk.has(ids, 2), len(ids), podSummary(s))
+	}
+	step("all %d events arrived a second time: replayed from Kafka", len(ids))
 	return nil
 }
 

@@ -27,6 +27,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
@@ -364,6 +365,7 @@ func Scheme() *runtime.Scheme {
 	_ = corev1.AddToScheme(s)
 	_ = appsv1.AddToScheme(s)
 	_ = v1beta1.AddToScheme(s)
+	_ = v1alpha1.AddToScheme(s)
 	return s
 }
 

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 )
@@ -53,7 +54,8 @@ func TestConfigurationReferenceCoversTheCode(t *testing.T) {
 	want = append(want, kafkaconn.KeyBrokers, kafkaconn.KeyProtocol, kafkaconn.KeySASLMechanism, kafkaconn.KeyUser,
 		kafkaconn.KeyPassword, kafkaconn.KeyCACert, kafkaconn.KeyUserCert, kafkaconn.KeyUserKey,
 		kafkaconn.KeyLegacyUsername, kafkaconn.KeyLegacySASLType,
-		v1beta1.DeliveryOrderAnnotation, v1beta1.DeliveryOrderOrdered, v1beta1.DeliveryOrderUnordered)
+		v1beta1.DeliveryOrderAnnotation, v1beta1.DeliveryOrderOrdered, v1beta1.DeliveryOrderUnordered,
+		v1alpha1.PauseAnnotationPrefix+"<subscriber uid>")
 
 	for _, w := range want {
 		if !strings.Contains(doc, "`"+w+"`") {

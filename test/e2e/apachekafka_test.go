@@ -47,7 +47,7 @@ func TestApacheKafka(t *testing.T) {
 	// make test-kafka runs this package against a cluster of its own; this test starts its own.
 	t.Setenv("KAFKA_BOOTSTRAP_SERVERS", "")
 	start := time.Now()
-	s := startStackOn(t, &apachekafka.Options{Version: version, Brokers: 1, RequestLog: true})
+	s := startStackOn(t, &apachekafka.Options{Version: version, Brokers: 1, RequestLog: true}, nil)
 	k := s.Apache
 	t.Logf("local stack on Apache Kafka %s up in %s", version, time.Since(start).Round(100*time.Millisecond))
 	ctx := context.Background()

@@ -44,16 +44,22 @@ const (
 
 func startStack(t *testing.T) *localstack.Stack {
 	t.Helper()
-	// KAFKA=apache: the stack starts real Apache Kafka brokers instead of kfake.
+	return startStackWith(t, nil)
+}
+
+// startStackWith starts a stack whose manager also gets env; KAFKA=apache starts real Apache
+// Kafka brokers instead of kfake.
+func startStackWith(t *testing.T, env map[string]string) *localstack.Stack {
+	t.Helper()
 	apache, err := localstack.ApacheFromEnv()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startStackOn(t, apache)
+	return startStackOn(t, apache, env)
 }
 
 // startStackOn starts the local stack on kfake (apache nil) or on Apache Kafka brokers.
-func startStackOn(t *testing.T, apache *apachekafka.Options) *localstack.Stack {
+func startStackOn(t *testing.T, apache *apachekafka.Options, env map[string]string) *localstack.Stack {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: needs kube-apiserver, etcd and the built binaries")
@@ -66,10 +72,14 @@ func startStackOn(t *testing.T, apache *apachekafka.Options) *localstack.Stack {
 	log := testlog.New(t)
 	ctrllog.SetLogger(log)
 	dir := t.TempDir()
+	managerEnv := map[string]string{"TOPIC_DELETE_TIMEOUT": "30s"}
+	for k, v := range env {
+		managerEnv[k] = v
+	}
 	s, err := localstack.Start(context.Background(), localstack.Options{
 		Dir: dir, BinDir: bin, Log: log, Apache: apache,
 		// A deleted channel's topic is deleted at once; no need to wait minutes for Kafka.
-		ManagerEnv: map[string]string{"TOPIC_DELETE_TIMEOUT": "30s"},
+		ManagerEnv: managerEnv,
 	})
 	if err != nil {
 		t.Fatalf("starting the local stack: %v", err)

@@ -181,6 +181,16 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 		{sa("manager"), "create", "leases.coordination.k8s.io", operatorNamespace, true},
 		{sa("manager"), "create", "leases.coordination.k8s.io", "team-a", false},
 		{sa("manager"), "create", "tokenreviews.authentication.k8s.io", "", true},
+		// ResetOffsets: the manager drives them and pauses subscribers through a channel
+		// annotation. (Its get on Knative Subscriptions cannot be asked here: kubectl answers
+		// "no" for a resource type the apiserver does not serve, and this one has no Knative.)
+		{sa("manager"), "watch", "resetoffsets.kafka.eventing.knative.dev", "team-a", true},
+		{sa("manager"), "patch", "resetoffsets.kafka.eventing.knative.dev/status", "team-a", true},
+		{sa("manager"), "update", "resetoffsets.kafka.eventing.knative.dev/finalizers", "team-a", true},
+		{sa("manager"), "create", "resetoffsets.kafka.eventing.knative.dev", "team-a", false},
+		{sa("manager"), "patch", "kafkachannels.messaging.knative.dev", "team-a", true},
+		{sa("dispatcher"), "get", "resetoffsets.kafka.eventing.knative.dev", "team-a", false},
+		{sa("receiver"), "list", "resetoffsets.kafka.eventing.knative.dev", "team-a", false},
 	}
 	for _, tt := range tests {
 		name := fmt.Sprintf("%s %s %s in %q", tt.who[strings.LastIndex(tt.who, ":")+1:], tt.verb, tt.what, tt.ns)
@@ -233,6 +243,38 @@ func TestKnativeAggregatedClusterRoles(t *testing.T) {
 		}
 		if !strings.Contains(out, "kafkachannels/status") {
 			t.Errorf("%s does not cover kafkachannels/status", tc.role)
+		}
+	}
+}
+
+// Users replay with ResetOffsets through the built-in edit/admin/view roles, which aggregate
+// these ClusterRoles by label.
+func TestResetOffsetUserRoles(t *testing.T) {
+	installed(t)
+	for _, tc := range []struct {
+		role   string
+		labels []string
+		verbs  []string
+	}{
+		{"kafkachannel-resetoffset-editor", []string{"rbac.authorization.k8s.io/aggregate-to-edit", "rbac.authorization.k8s.io/aggregate-to-admin"}, []string{"create", "get", "list", "watch", "delete"}},
+		{"kafkachannel-resetoffset-viewer", []string{"rbac.authorization.k8s.io/aggregate-to-view"}, []string{"get", "list", "watch"}},
+	} {
+		out, err := kubectl(t, nil, "get", "clusterrole", tc.role, "-o", "jsonpath={.metadata.labels}{\"\\n\"}{.rules}")
+		if err != nil {
+			t.Fatalf("%s: %v %s", tc.role, err, out)
+		}
+		for _, l := range tc.labels {
+			if !strings.Contains(out, `"`+l+`":"true"`) {
+				t.Errorf("%s lacks label %s=true: %s", tc.role, l, out)
+			}
+		}
+		for _, v := range tc.verbs {
+			if !strings.Contains(out, `"`+v+`"`) {
+				t.Errorf("%s lacks verb %s: %s", tc.role, v, out)
+			}
+		}
+		if !strings.Contains(out, "resetoffsets") || strings.Contains(out, `"update"`) || strings.Contains(out, `"patch"`) {
+			t.Errorf("%s: want resetoffsets without update or patch (the spec is immutable): %s", tc.role, out)
 		}
 	}
 }

@@ -1,0 +1,112 @@
+package replay
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/internal/poll"
+)
+
+// topicWithRecords makes a 2-partition topic with 10 records in each, record i of a partition
+// stamped t0 + i seconds.
+func topicWithRecords(t *testing.T, k *kafkatest.Kafka, topic string, t0 time.Time) *kafka.Client {
+	t.Helper()
+	c := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second}
+	ctx := context.Background()
+	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 2, ReplicationFactor: 1}}})
+	if err != nil || res.Errors[topic] != nil {
+		t.Fatalf("creating topic: %v %v", err, res)
+	}
+	w := &kafka.Writer{Addr: kafka.TCP(k.Brokers...), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll,
+		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Key)); return p })}
+	defer w.Close()
+	for p := 0; p < 2; p++ {
+		for i := 0; i < 10; i++ {
+			if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(strconv.Itoa(p)), Value: []byte("v"), Time: t0.Add(time.Duration(i) * time.Second)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return c
+}
+
+func TestResolve(t *testing.T) {
+	k := kafkatest.Start(t)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	c := topicWithRecords(t, k, "ns.resolve", t0)
+	ctx := context.Background()
+	parts, err := Partitions(ctx, c, "ns.resolve")
+	if err != nil || len(parts) != 2 {
+		t.Fatalf("partitions %v %v", parts, err)
+	}
+	cases := []struct {
+		name   string
+		target Target
+		want   int64
+	}{
+		{"earliest", Target{Earliest: true}, 0},
+		{"latest", Target{Latest: true}, 10},
+		{"exactly a record's time", Target{At: t0.Add(4 * time.Second)}, 4},
+		{"between two records", Target{At: t0.Add(4*time.Second + 500*time.Millisecond)}, 5},
+		{"before every record", Target{At: t0.Add(-time.Minute)}, 0},
+		{"after every record", Target{At: t0.Add(time.Minute)}, 10},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Resolve(ctx, c, "ns.resolve", parts, tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != tc.want || got[1] != tc.want {
+				t.Errorf("Resolve = %v, want %d for each partition", got, tc.want)
+			}
+		})
+	}
+	if _, err := Resolve(ctx, c, "ns.absent", parts, Target{Earliest: true}); err == nil {
+		t.Error("Resolve of a missing topic succeeded")
+	}
+}
+
+// TestCommitOnlyToAnEmptyGroup: the simple commit lands while the group is empty and is refused
+// while a member is in it, so a reset can never be overwritten by a member's own position.
+func TestCommitOnlyToAnEmptyGroup(t *testing.T) {
+	k := kafkatest.Start(t)
+	c := topicWithRecords(t, k, "ns.commit", time.Now().Add(-time.Minute))
+	ctx := context.Background()
+	const group = "kafka.ns.commit.uid"
+	if err := CheckGroupEmpty(ctx, c, group); err != nil {
+		t.Fatalf("a group nobody joined: %v", err)
+	}
+	if err := Commit(ctx, c, group, "ns.commit", Offsets{0: 3, 1: 7}); err != nil {
+		t.Fatalf("commit to an empty group: %v", err)
+	}
+	got, err := Committed(ctx, c, group, "ns.commit", []int{0, 1})
+	if err != nil || got[0] != 3 || got[1] != 7 {
+		t.Fatalf("committed %v %v, want 0:3 1:7", got, err)
+	}
+
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: k.Brokers, GroupID: group, Topic: "ns.commit",
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, MaxWait: 200 * time.Millisecond})
+	defer r.Close()
+	fctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := r.FetchMessage(fctx); err != nil {
+		t.Fatalf("joining the group: %v", err)
+	}
+	if err := CheckGroupEmpty(ctx, c, group); !errors.Is(err, ErrGroupActive) {
+		t.Fatalf("CheckGroupEmpty with a member = %v, want ErrGroupActive", err)
+	}
+	if err := Commit(ctx, c, group, "ns.commit", Offsets{0: 0, 1: 0}); err == nil {
+		t.Fatal("a simple commit was accepted while the group has a member")
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	poll.Eventually(t, 30*time.Second, "group empty after the member left", func() error { return CheckGroupEmpty(ctx, c, group) })
+}
