@@ -40,7 +40,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"consumer", "partition", "topic"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricDeliveries,
-			Help: "HTTP delivery attempts by destination kind (subscriber, reply, deadletter) and response code class (2xx..5xx, or error, timeout, tls).",
+			Help: "HTTP delivery attempts by destination kind (subscriber, reply, deadletter) and response code class (2xx..5xx, or error, timeout, tls, reply_too_large).",
 		}, []string{"consumer", "destination", "code_class"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRetries,
