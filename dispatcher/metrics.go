@@ -70,7 +70,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"consumer"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricLag,
-			Help: "Records between the group's committed offset and the partition's high watermark, as last seen.",
+			Help: "Records between the group's committed offset and the partition's high watermark, as last seen, reported by the partition's current owner.",
 		}, []string{"consumer", "partition", "topic"}),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricReady,
@@ -95,6 +95,7 @@ func (m *metrics) forget(consumer string) {
 	m.discarded.DeletePartialMatch(l)
 	m.lost.DeletePartialMatch(l)
 	m.latency.DeletePartialMatch(l)
+	m.eventLatency.DeletePartialMatch(l)
 	m.lag.DeletePartialMatch(l)
 	m.ready.DeletePartialMatch(l)
 }

@@ -366,16 +366,22 @@ func (s *subscription) commit(gs *genState, p int) error {
 			offs[part] = next
 		}
 	}
-	if len(offs) == 0 {
-		return nil
+	if len(offs) > 0 {
+		if err := gs.gen.CommitOffsets(map[string]map[int]int64{s.d.cfg.Topic: offs}); err != nil {
+			return fmt.Errorf("committing offsets of group %s: %w", s.group, err)
+		}
+		for part, o := range offs {
+			gs.committed[part] = o
+		}
 	}
-	if err := gs.gen.CommitOffsets(map[string]map[int]int64{s.d.cfg.Topic: offs}); err != nil {
-		return fmt.Errorf("committing offsets of group %s: %w", s.group, err)
-	}
-	for part, o := range offs {
-		gs.committed[part] = o
-		if hwm := gs.trackers[part].highWatermark(); hwm >= 0 {
-			s.d.metrics.lag.WithLabelValues(s.group, strconv.Itoa(part), s.d.cfg.Topic).Set(float64(max(hwm-o, 0)))
+	// The lag is set here only, with every commit tick (also when nothing new was committed,
+	// so a stuck partition's lag grows with its high watermark).
+	for part, tr := range gs.trackers {
+		if p >= 0 && part != p {
+			continue
+		}
+		if hwm := tr.highWatermark(); hwm >= 0 {
+			s.d.metrics.lag.WithLabelValues(s.group, strconv.Itoa(part), s.d.cfg.Topic).Set(float64(max(hwm-gs.committed[part], 0)))
 		}
 	}
 	return nil
@@ -422,7 +428,14 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	var inflight sync.WaitGroup
 	partLabel := strconv.Itoa(p)
 	consumed := s.d.metrics.consumed.WithLabelValues(s.group, partLabel, cfg.Topic)
-	lag := s.d.metrics.lag.WithLabelValues(s.group, partLabel, cfg.Topic)
+	defer func() {
+		// The partition's next owner (maybe this member again) reports its lag from now on;
+		// without its tracker no later commit tick sets the series again.
+		gs.mu.Lock()
+		delete(gs.trackers, p)
+		s.d.metrics.lag.DeleteLabelValues(s.group, partLabel, cfg.Topic)
+		gs.mu.Unlock()
+	}()
 	// Resolved once per partition: the label lookups would otherwise run for every event.
 	dispatchLatency := s.d.metrics.latency.WithLabelValues(s.group)
 	eventLatency := s.d.metrics.eventLatency.WithLabelValues(s.group)
@@ -452,7 +465,6 @@ fetch:
 		}
 		tr.add(msg.Offset, msg.HighWaterMark)
 		consumed.Inc()
-		lag.Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
 		inflight.Add(1)
 		fetched := time.Now()
 		go func() {
