@@ -365,10 +365,27 @@ func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscriptio
 		}()
 	}
 	stopping.Wait()
+	// Members that were replaced or removed have stopped: a client no running member uses
+	// goes, with the idle connections it kept.
+	inUse := map[*http.Client]bool{}
+	for _, s := range subs {
+		cfg := s.cfg.Load()
+		for _, dst := range []destination{cfg.subscriber, cfg.reply, cfg.deadLetter} {
+			if dst.client != nil {
+				inUse[dst.client] = true
+			}
+		}
+	}
 	d.mu.Lock()
 	for uid := range d.states {
 		if !want[uid] {
 			delete(d.states, uid)
+		}
+	}
+	for key, c := range d.clients {
+		if !inUse[c] {
+			delete(d.clients, key)
+			c.CloseIdleConnections()
 		}
 	}
 	d.mu.Unlock()
@@ -431,7 +448,7 @@ func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subC
 }
 
 // httpClient returns the shared client for a CA bundle ("" = system roots), so subscribers with
-// the same trust share one connection pool.
+// the same trust share one connection pool; reconcile evicts clients no member uses.
 func (d *Dispatcher) httpClient(pem string) (*http.Client, error) {
 	key := sha256.Sum256([]byte(pem))
 	d.mu.Lock()
