@@ -17,6 +17,7 @@ const (
 	MetricEventLatency = "kafkachannel_dispatcher_event_latency_seconds"
 	MetricLag          = "kafkachannel_dispatcher_consumer_lag"
 	MetricReady        = "kafkachannel_dispatcher_subscriber_ready"
+	MetricGenerations  = "kafkachannel_dispatcher_group_generations_total"
 )
 
 type metrics struct {
@@ -30,6 +31,7 @@ type metrics struct {
 	eventLatency *prometheus.HistogramVec // consumer
 	lag          *prometheus.GaugeVec     // consumer, partition, topic
 	ready        *prometheus.GaugeVec     // consumer
+	generations  *prometheus.CounterVec   // consumer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -76,8 +78,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricReady,
 			Help: "1 once the subscriber's group joined and its start offsets are committed, else 0.",
 		}, []string{"consumer"}),
+		generations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricGenerations,
+			Help: "Consumer group generations this replica joined: one per rebalance it took part in; a steady climb means rebalances cascade.",
+		}, []string{"consumer"}),
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready} {
+	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready, m.generations} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,4 +104,5 @@ func (m *metrics) forget(consumer string) {
 	m.eventLatency.DeletePartialMatch(l)
 	m.lag.DeletePartialMatch(l)
 	m.ready.DeletePartialMatch(l)
+	m.generations.DeletePartialMatch(l)
 }

@@ -115,6 +115,7 @@ func (s *subscription) run(ctx context.Context) {
 			continue
 		}
 		s.log.V(1).Info("joined consumer group", "generation", gen.ID, "assignments", gen.Assignments[cfg.Topic])
+		s.d.metrics.generations.WithLabelValues(s.group).Inc()
 		gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}}
 		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gs) })
 	}

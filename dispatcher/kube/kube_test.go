@@ -248,7 +248,7 @@ func TestWatchDispatchAndReport(t *testing.T) {
 	defer wg.Wait()
 	for i := 0; i < 2; i++ {
 		d, err := dispatcher.New(dispatcher.Config{Brokers: k.Brokers, ChannelNamespace: testNS, ChannelName: name,
-			Log: testr.New(t), SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 3 * time.Second, MaxWait: 200 * time.Millisecond})
+			Log: testr.New(t), SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 6 * time.Second, MaxWait: 200 * time.Millisecond, DrainTimeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -81,7 +81,7 @@ func TestEventTraceAndScrapesThroughRealComponents(t *testing.T) {
 
 	d, err := dispatcher.New(dispatcher.Config{Brokers: k.Brokers, ChannelNamespace: ns, ChannelName: name, Registry: obs.Registry, Log: obs.Log,
 		CommitInterval: 50 * time.Millisecond, MaxWait: 200 * time.Millisecond, SessionTimeout: 3 * time.Second,
-		HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 3 * time.Second, JoinGroupBackoff: 200 * time.Millisecond, DrainTimeout: 3 * time.Second})
+		HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 3 * time.Second, JoinGroupBackoff: 200 * time.Millisecond, DrainTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
