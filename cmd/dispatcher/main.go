@@ -132,6 +132,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		}
 		d.Update(dispatcher.ChannelFrom(ch))
 	}); err != nil {
+		log.Error(err, "cannot watch the KafkaChannel; exiting so that the pod is restarted")
 		return err
 	}
 	log.Info("watching the KafkaChannel", "addr", obs.Admin.Addr)

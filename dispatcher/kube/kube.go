@@ -32,9 +32,14 @@ func NewScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
+// SyncTimeout bounds the wait for the first list of the KafkaChannel.
+var SyncTimeout = 2 * time.Minute
+
 // Watch starts a cache that holds only the named KafkaChannel (a field selector, so the
 // dispatcher neither lists nor needs permission for other channels) and calls onChange with
-// every version of it, nil when it is deleted. It returns once the cache has synced.
+// every version of it, nil when it is deleted. It returns once the cache has synced, or an
+// error when the cache fails to start or does not sync within SyncTimeout (missing RBAC or
+// CRD): the caller exits with it and is restarted, rather than hang never ready.
 func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namespace, name string, onChange func(*v1beta1.KafkaChannel)) (cache.Cache, error) {
 	c, err := cache.New(cfg, cache.Options{
 		Scheme: scheme,
@@ -68,9 +73,22 @@ func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namesp
 	if err != nil {
 		return nil, fmt.Errorf("watching the KafkaChannel: %w", err)
 	}
-	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
-		return nil, fmt.Errorf("the KafkaChannel cache did not sync: %w", ctx.Err())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Start(ctx) }()
+	syncCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
+	defer cancel()
+	if !c.WaitForCacheSync(syncCtx) {
+		select {
+		case err := <-errc:
+			if err != nil {
+				return nil, fmt.Errorf("starting the KafkaChannel cache: %w", err)
+			}
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("the KafkaChannel cache did not sync: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("the KafkaChannel cache did not sync within %s: check the dispatcher's RBAC (get, list, watch kafkachannels in %s) and that the CRD is installed", SyncTimeout, namespace)
 	}
 	return c, nil
 }
