@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strconv"
 	"sync"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/segmentio/kafka-go"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // subscription is this process's member of one subscriber's consumer group.
@@ -500,20 +502,16 @@ fetch:
 	}
 }
 
-// retry calls f until it succeeds or ctx ends, with a short capped backoff.
+// retryBackoff spaces retry's attempts: 100 ms, doubling up to 2 s.
+var retryBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: 2 * time.Second, Steps: math.MaxInt32}
+
+// retry calls f until it succeeds or ctx ends.
 func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	wait := 100 * time.Millisecond
-	for {
-		v, err := f()
-		if err == nil {
-			return v, nil
-		}
-		if ctx.Err() != nil {
-			return v, ctx.Err()
-		}
-		if !sleep(ctx, wait) {
-			return v, ctx.Err()
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
+	var v T
+	err := retryBackoff.DelayFunc().Until(ctx, true, false, func(context.Context) (bool, error) {
+		var err error
+		v, err = f()
+		return err == nil, nil
+	})
+	return v, err
 }

@@ -5,6 +5,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
@@ -117,6 +119,9 @@ type Reporter struct {
 	Resync time.Duration
 }
 
+// reportBackoff spaces the Reporter's retries: 100 ms, doubling up to 10 s.
+var reportBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: math.MaxInt32}
+
 // Run reports on every change signalled by changed, and every Resync, until ctx ends.
 func (r *Reporter) Run(ctx context.Context, changed <-chan struct{}) {
 	resync := r.Resync
@@ -125,22 +130,20 @@ func (r *Reporter) Run(ctx context.Context, changed <-chan struct{}) {
 	}
 	t := time.NewTicker(resync)
 	defer t.Stop()
-	backoff := 100 * time.Millisecond
 	for {
-		if err := r.Sync(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
+		// Each round retries until one sync lands; the backoff starts afresh every round.
+		err := reportBackoff.DelayFunc().Until(ctx, true, false, func(ctx context.Context) (bool, error) {
+			if err := r.Sync(ctx); err != nil {
+				if ctx.Err() == nil {
+					r.Log.Error(err, "reporting subscriber status failed, retrying")
+				}
+				return false, nil
 			}
-			r.Log.Error(err, "reporting subscriber status failed, retrying")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			continue
+			return true, nil
+		})
+		if err != nil {
+			return
 		}
-		backoff = 100 * time.Millisecond
 		select {
 		case <-ctx.Done():
 			return
