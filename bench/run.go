@@ -43,6 +43,8 @@ func (e *Env) RunDispatcher(ch Channel, c dispatcher.Channel) (*dispatcher.Dispa
 		Brokers: e.Brokers, ChannelNamespace: Namespace, ChannelName: ch.Name, Topic: ch.Topic,
 		// The embedded Kafka accepts short sessions; a real cluster's minimum is 6 s.
 		SessionTimeout: 6 * time.Second,
+		// The drain has to end within the session timeout (dispatcher.FinalCommitRoom).
+		DrainTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the dispatcher: %w", err)

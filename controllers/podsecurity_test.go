@@ -10,15 +10,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 )
 
 // Every pod the manager asks for must pass the restricted Pod Security Standard. Admission
 // enforces it on Pods (on Deployments it only warns), so the pod templates the manager writes
 // are submitted as Pods, dry-run, to a namespace that enforces restricted.
 func TestDataPlanePodsPassRestrictedPodSecurity(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs envtest")
-	}
+	envtestbin.Skip(t, noEnv)
 	ctx := context.Background()
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "psa-restricted",
 		Labels: map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}}}

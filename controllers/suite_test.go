@@ -31,6 +31,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 )
 
 // One apiserver for the package; every test gets its own namespaces and its own manager, so
@@ -42,17 +43,14 @@ var (
 	nsCounter atomic.Int64
 )
 
+// noEnv says why the envtest tests skip; empty when the control plane runs.
+var noEnv string
+
 func TestMain(m *testing.M) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		def := filepath.Join(os.Getenv("HOME"), ".cache", "kafkachannel", "envtest", "k8s", "1.35.4-linux-amd64")
-		if _, err := os.Stat(filepath.Join(def, "kube-apiserver")); err == nil {
-			_ = os.Setenv("KUBEBUILDER_ASSETS", def)
-		}
-	}
 	flag.Parse()
-	if testing.Short() || os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		// Pure unit tests still run; the envtest ones skip themselves (restCfg is nil).
-		fmt.Println("controllers: envtest tests skipped (-short, or KUBEBUILDER_ASSETS unset: make envtest)")
+	if _, noEnv = envtestbin.Find(); noEnv != "" {
+		// Pure unit tests still run; the envtest ones skip themselves with the reason.
+		fmt.Println("controllers:", noEnv)
 		os.Exit(m.Run())
 	}
 	logf.SetLogger(logr.Discard())
@@ -104,9 +102,7 @@ func newNamespace(t *testing.T, ctx context.Context, prefix string) string {
 
 func startFixture(t *testing.T, o fixtureOpts) *fixture {
 	t.Helper()
-	if restCfg == nil {
-		t.Skip("needs envtest")
-	}
+	envtestbin.Skip(t, noEnv)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	f := &fixture{t: t, ctx: ctx}

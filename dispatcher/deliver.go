@@ -45,6 +45,11 @@ const (
 	destDeadLetter = "deadletter"
 )
 
+// codeClassReplyTooLarge is the code_class of a 2xx attempt whose reply exceeded
+// maxResponseBody: a failed attempt, since the reply could be neither read whole nor dropped
+// silently.
+const codeClassReplyTooLarge = "reply_too_large"
+
 const tracerName = "github.com/kafkachannel/kafkachannel/dispatcher"
 
 // destination is one URL events are POSTed to, with the client that trusts its CAs.
@@ -134,13 +139,28 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 		return outcome{err: err, reason: reason}, nil
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody))
+	// One byte more than the limit tells a reply that fits from one that does not.
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBody+1))
 	// Drain what is left so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, resp.Body)
 	o := outcome{code: resp.StatusCode, body: body, reason: strconv.Itoa(resp.StatusCode/100) + "xx"}
 	if err != nil && o.ok() {
 		o.err = fmt.Errorf("reading the response of %s: %w", dst.uri, err)
 		o.reason = "error"
+		return o, resp.Header
+	}
+	if len(body) > maxResponseBody {
+		if !o.ok() || dst.kind != destSubscriber {
+			// Only a subscriber's 2xx body is a reply; elsewhere the start is all that is used.
+			o.body = body[:maxResponseBody]
+			return o, resp.Header
+		}
+		// Forwarding a cut reply would alter an event, dropping it would lose one: the
+		// attempt failed. body is left empty so knativeerrordata carries this message.
+		o.body = nil
+		o.err = fmt.Errorf("%s %s replied with a body over the %d MiB limit; the reply was neither forwarded nor dropped, the delivery failed", dst.kind, dst.uri, maxResponseBody>>20)
+		o.reason = codeClassReplyTooLarge
+		s.log.Info("reply over the size limit: delivery attempt failed", "url", dst.uri, "limitBytes", maxResponseBody, "id", ev.ID())
 		return o, resp.Header
 	}
 	if o.ok() {

@@ -35,15 +35,25 @@ const (
 	DefaultMaxInFlight = 16
 	// DefaultCommitInterval bounds what a crash redelivers: about this long times the delivery
 	// rate. A commit is one small request per group and replica, so 10 a second cost nothing.
-	DefaultCommitInterval    = 100 * time.Millisecond
-	DefaultDrainTimeout      = 10 * time.Second
+	DefaultCommitInterval = 100 * time.Millisecond
+	// DefaultDrainTimeout fits the default session and rebalance timeouts (FinalCommitRoom).
+	DefaultDrainTimeout      = 6 * time.Second
 	DefaultMaxWait           = 500 * time.Millisecond
 	DefaultSessionTimeout    = 10 * time.Second
 	DefaultHeartbeatInterval = time.Second
-	DefaultRebalanceTimeout  = 10 * time.Second
-	DefaultJoinGroupBackoff  = time.Second
-	DefaultPartitionWatch    = 5 * time.Second
+	// DefaultRebalanceTimeout fits the default drain (see FinalCommitRoom).
+	DefaultRebalanceTimeout = 15 * time.Second
+	DefaultJoinGroupBackoff = time.Second
+	DefaultPartitionWatch   = 5 * time.Second
 )
+
+// FinalCommitRoom is what the group's timeouts must leave after the drain for the final commit
+// and the rejoin. A member learns of a rebalance at its next heartbeat, drains for up to
+// DrainTimeout, closes its readers (up to MaxWait), commits and joins again. A member not back
+// within RebalanceTimeout is evicted by the coordinator, and so is one silent for
+// SessionTimeout (kafka-go sends no heartbeats between generations); its late join starts
+// another rebalance, so the drain must end well before the shorter of the two.
+const FinalCommitRoom = 2 * time.Second
 
 // Ready values of SubscriberState, as status.subscribers[].ready spells them.
 const (
@@ -78,7 +88,8 @@ type Config struct {
 	// CommitInterval is how often handled offsets are committed.
 	CommitInterval time.Duration
 	// DrainTimeout is how long in-flight deliveries may finish on rebalance or shutdown before
-	// they are abandoned (and redelivered by the partition's next owner).
+	// they are abandoned (and redelivered by the partition's next owner). New refuses one that
+	// does not fit RebalanceTimeout (see FinalCommitRoom).
 	DrainTimeout time.Duration
 	// MaxWait bounds a fetch at the end of the log, and so how long closing a reader takes.
 	MaxWait time.Duration
@@ -187,6 +198,10 @@ func New(cfg Config) (*Dispatcher, error) {
 	setDefault(&cfg.PartitionWatchInterval, DefaultPartitionWatch)
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if need, limit := cfg.HeartbeatInterval+cfg.DrainTimeout+cfg.MaxWait+FinalCommitRoom, min(cfg.RebalanceTimeout, cfg.SessionTimeout); need > limit {
+		return nil, fmt.Errorf("dispatcher: drain timeout %s does not fit the consumer group's timeouts (rebalance %s, session %s): heartbeat interval (%s) + drain + fetch max wait (%s) + %s for the final commit is %s; a member draining that long is evicted and rebalances cascade, so shorten the drain timeout",
+			cfg.DrainTimeout, cfg.RebalanceTimeout, cfg.SessionTimeout, cfg.HeartbeatInterval, cfg.MaxWait, FinalCommitRoom, need)
 	}
 	m, err := newMetrics(cfg.Registry)
 	if err != nil {
@@ -372,10 +387,27 @@ func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscriptio
 		}()
 	}
 	stopping.Wait()
+	// Members that were replaced or removed have stopped: a client no running member uses
+	// goes, with the idle connections it kept.
+	inUse := map[*http.Client]bool{}
+	for _, s := range subs {
+		cfg := s.cfg.Load()
+		for _, dst := range []destination{cfg.subscriber, cfg.reply, cfg.deadLetter} {
+			if dst.client != nil {
+				inUse[dst.client] = true
+			}
+		}
+	}
 	d.mu.Lock()
 	for uid := range d.states {
 		if !want[uid] {
 			delete(d.states, uid)
+		}
+	}
+	for key, c := range d.clients {
+		if !inUse[c] {
+			delete(d.clients, key)
+			c.CloseIdleConnections()
 		}
 	}
 	d.mu.Unlock()
@@ -438,7 +470,7 @@ func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subC
 }
 
 // httpClient returns the shared client for a CA bundle ("" = system roots), so subscribers with
-// the same trust share one connection pool.
+// the same trust share one connection pool; reconcile evicts clients no member uses.
 func (d *Dispatcher) httpClient(pem string) (*http.Client, error) {
 	key := sha256.Sum256([]byte(pem))
 	d.mu.Lock()

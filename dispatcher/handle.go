@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/go-logr/logr"
@@ -15,6 +14,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
+	"github.com/kafkachannel/kafkachannel/internal/observability"
 )
 
 // Attributes of the CloudEvent that wraps a record which is not a CloudEvent, for the
@@ -28,7 +28,7 @@ const (
 // when ctx ended first, leaving the record to be redelivered.
 func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 	cfg := s.cfg.Load()
-	ctx = otel.GetTextMapPropagator().Extract(ctx, headerCarrier{msg})
+	ctx = observability.ExtractKafka(ctx, msg)
 	ctx, span := otel.Tracer(tracerName).Start(ctx, "consume "+msg.Topic, trace.WithSpanKind(trace.SpanKindConsumer),
 		trace.WithAttributes(
 			attribute.String("messaging.system", "kafka"),
@@ -135,21 +135,4 @@ func (s *subscription) undecodable(msg *kafka.Message) *event.Event {
 	}
 	_ = e.SetData(ct, msg.Value)
 	return &e
-}
-
-// headerCarrier reads trace context (traceparent, tracestate) from record headers.
-type headerCarrier struct{ msg *kafka.Message }
-
-func (c headerCarrier) Get(key string) string { return kafkabinding.Header(c.msg, key) }
-
-func (c headerCarrier) Set(key, value string) {
-	c.msg.Headers = append(c.msg.Headers, kafka.Header{Key: key, Value: []byte(value)})
-}
-
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, 0, len(c.msg.Headers))
-	for _, h := range c.msg.Headers {
-		keys = append(keys, strings.ToLower(h.Key))
-	}
-	return keys
 }

@@ -160,7 +160,7 @@ func (e *env) start(mod func(*Config)) *runningDispatcher {
 		MaxWait:           200 * time.Millisecond,
 		SessionTimeout:    6 * time.Second,
 		HeartbeatInterval: 300 * time.Millisecond,
-		RebalanceTimeout:  3 * time.Second,
+		RebalanceTimeout:  6 * time.Second, // fits the 3 s drain (FinalCommitRoom)
 		JoinGroupBackoff:  200 * time.Millisecond,
 	}
 	if mod != nil {

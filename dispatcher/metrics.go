@@ -17,6 +17,7 @@ const (
 	MetricEventLatency = "kafkachannel_dispatcher_event_latency_seconds"
 	MetricLag          = "kafkachannel_dispatcher_consumer_lag"
 	MetricReady        = "kafkachannel_dispatcher_subscriber_ready"
+	MetricGenerations  = "kafkachannel_dispatcher_group_generations_total"
 )
 
 type metrics struct {
@@ -30,6 +31,7 @@ type metrics struct {
 	eventLatency *prometheus.HistogramVec // consumer
 	lag          *prometheus.GaugeVec     // consumer, partition, topic
 	ready        *prometheus.GaugeVec     // consumer
+	generations  *prometheus.CounterVec   // consumer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -40,7 +42,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"consumer", "partition", "topic"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricDeliveries,
-			Help: "HTTP delivery attempts by destination kind (subscriber, reply, deadletter) and response code class (2xx..5xx, or error, timeout, tls).",
+			Help: "HTTP delivery attempts by destination kind (subscriber, reply, deadletter) and response code class (2xx..5xx, or error, timeout, tls, reply_too_large).",
 		}, []string{"consumer", "destination", "code_class"}),
 		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: MetricRetries,
@@ -70,14 +72,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}, []string{"consumer"}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricLag,
-			Help: "Records between the group's committed offset and the partition's high watermark, as last seen.",
+			Help: "Records between the group's committed offset and the partition's high watermark, as last seen, reported by the partition's current owner.",
 		}, []string{"consumer", "partition", "topic"}),
 		ready: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: MetricReady,
 			Help: "1 once the subscriber's group joined and its start offsets are committed, else 0.",
 		}, []string{"consumer"}),
+		generations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricGenerations,
+			Help: "Consumer group generations this replica joined: one per rebalance it took part in; a steady climb means rebalances cascade.",
+		}, []string{"consumer"}),
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready} {
+	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready, m.generations} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -95,6 +101,8 @@ func (m *metrics) forget(consumer string) {
 	m.discarded.DeletePartialMatch(l)
 	m.lost.DeletePartialMatch(l)
 	m.latency.DeletePartialMatch(l)
+	m.eventLatency.DeletePartialMatch(l)
 	m.lag.DeletePartialMatch(l)
 	m.ready.DeletePartialMatch(l)
+	m.generations.DeletePartialMatch(l)
 }

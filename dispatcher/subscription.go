@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -11,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/segmentio/kafka-go"
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // subscription is this process's member of one subscriber's consumer group.
@@ -81,8 +84,8 @@ func (s *subscription) run(ctx context.Context) {
 		SessionTimeout:    cfg.SessionTimeout,
 		RebalanceTimeout:  cfg.RebalanceTimeout,
 		JoinGroupBackoff:  cfg.JoinGroupBackoff,
-		// Partitions without a committed offset are resolved to the end of the log by the
-		// owner and committed at once (see startGeneration); LastOffset only marks them.
+		// Partitions without a committed offset are resolved by startsOf and committed at
+		// once; LastOffset only marks them.
 		StartOffset:            kafka.LastOffset,
 		WatchPartitionChanges:  true,
 		PartitionWatchInterval: cfg.PartitionWatchInterval,
@@ -114,6 +117,7 @@ func (s *subscription) run(ctx context.Context) {
 			continue
 		}
 		s.log.V(1).Info("joined consumer group", "generation", gen.ID, "assignments", gen.Assignments[cfg.Topic])
+		s.d.metrics.generations.WithLabelValues(s.group).Inc()
 		gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}}
 		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gs) })
 	}
@@ -147,18 +151,13 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 		}
 	}
 	if len(unresolved) > 0 {
-		// A partition without a committed offset belongs to a new subscription: it starts at
-		// the end of the log, and that position is committed before anything else so that a
-		// crash between Ready and the first delivery cannot skip events. Once the subscription
-		// is ready every partition it knew has a commit, so an uncommitted one was added to
-		// the topic since: all it holds is newer than the subscription, it starts at the
-		// beginning.
-		earliest := s.ready.Load()
-		ends, err := retry(gctx, func() (map[int]int64, error) { return s.resolveStarts(gctx, gs, unresolved, earliest) })
+		// The assignment's offsets were read when the generation began; startsOf decides
+		// from the group's committed offsets now (see there).
+		resolved, err := retry(gctx, func() (map[int]int64, error) { return s.startsOf(gctx, gs, unresolved) })
 		if err != nil {
 			return
 		}
-		for p, o := range ends {
+		for p, o := range resolved {
 			starts[p] = o
 		}
 	}
@@ -197,59 +196,107 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 	}
 }
 
-// resolveStarts finds the end (or the beginning) of the log of each partition and commits it
-// as the group's start.
-func (s *subscription) resolveStarts(ctx context.Context, gs *genState, parts []int, earliest bool) (map[int]int64, error) {
+// startsOf decides where assigned partitions without a committed offset (as of the
+// generation's start) begin. A subscription's start is decided once, by one member, in one
+// commit that covers every partition the topic has then: the member that owns partition 0
+// commits the end of each partition's log. So a group with any committed offset on the topic
+// has been started, and a partition still without one was added to the topic since: all it
+// holds is newer than the subscription, it starts at its beginning, whichever member (ready or
+// not yet) owns it. Other members wait for the first commit rather than decide on their own.
+func (s *subscription) startsOf(ctx context.Context, gs *genState, parts []int) (map[int]int64, error) {
+	topic := s.d.cfg.Topic
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	all, err := s.partitions(rctx)
+	if err != nil {
+		return nil, err
+	}
+	committed, err := s.committedOffsets(rctx, all)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]int64{}
+	var missing []int
+	for _, p := range parts {
+		if o, ok := committed[p]; ok {
+			out[p] = o
+		} else {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	if len(committed) > 0 {
+		firsts, err := s.listOffsets(rctx, missing, true)
+		if err != nil {
+			return nil, err
+		}
+		if err := gs.gen.CommitOffsets(map[string]map[int]int64{topic: firsts}); err != nil {
+			return nil, fmt.Errorf("committing start offsets of group %s: %w", s.group, err)
+		}
+		s.log.Info("partitions new to the topic start at their beginning", "offsets", firsts)
+		for p, o := range firsts {
+			out[p] = o
+		}
+		return out, nil
+	}
+	if !slices.Contains(parts, 0) {
+		return nil, fmt.Errorf("waiting for the owner of partition 0 of %s to commit the subscription's start", topic)
+	}
+	ends, err := s.listOffsets(rctx, all, false)
+	if err != nil {
+		return nil, err
+	}
+	if err := gs.gen.CommitOffsets(map[string]map[int]int64{topic: ends}); err != nil {
+		return nil, fmt.Errorf("committing start offsets of group %s: %w", s.group, err)
+	}
+	s.log.Info("new subscription starts at the end of the topic", "offsets", ends)
+	for _, p := range parts {
+		out[p] = ends[p]
+	}
+	return out, nil
+}
+
+// listOffsets returns the first (or the end) offset of each partition.
+func (s *subscription) listOffsets(ctx context.Context, parts []int, first bool) (map[int]int64, error) {
 	topic := s.d.cfg.Topic
 	reqs := make([]kafka.OffsetRequest, 0, len(parts))
 	for _, p := range parts {
-		if earliest {
+		if first {
 			reqs = append(reqs, kafka.FirstOffsetOf(p))
 		} else {
 			reqs = append(reqs, kafka.LastOffsetOf(p))
 		}
 	}
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	res, err := s.d.client.ListOffsets(rctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	res, err := s.d.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
 	if err != nil {
-		return nil, fmt.Errorf("listing end offsets of %s: %w", topic, err)
+		return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
 	}
-	ends := map[int]int64{}
+	out := map[int]int64{}
 	for _, po := range res.Topics[topic] {
 		if po.Error != nil {
-			return nil, fmt.Errorf("listing end offset of %s/%d: %w", topic, po.Partition, po.Error)
+			return nil, fmt.Errorf("listing offsets of %s/%d: %w", topic, po.Partition, po.Error)
 		}
-		ends[po.Partition] = po.LastOffset
-		if earliest {
-			ends[po.Partition] = po.FirstOffset
+		out[po.Partition] = po.LastOffset
+		if first {
+			out[po.Partition] = po.FirstOffset
 		}
 	}
 	for _, p := range parts {
-		if _, ok := ends[p]; !ok {
-			return nil, fmt.Errorf("no end offset for %s/%d", topic, p)
+		if _, ok := out[p]; !ok {
+			return nil, fmt.Errorf("no offset listed for %s/%d", topic, p)
 		}
 	}
-	if err := gs.gen.CommitOffsets(map[string]map[int]int64{topic: ends}); err != nil {
-		return nil, fmt.Errorf("committing start offsets of group %s: %w", s.group, err)
-	}
-	if earliest {
-		s.log.Info("partitions new to the topic start at their beginning", "offsets", ends)
-	} else {
-		s.log.Info("new subscription starts at the end of the topic", "offsets", ends)
-	}
-	return ends, nil
+	return out, nil
 }
 
-// checkAllCommitted succeeds once every partition of the topic has a committed offset in the
-// group: then no event produced from now on can be skipped, whichever member owns what.
-func (s *subscription) checkAllCommitted(ctx context.Context) error {
+// partitions lists the topic's partitions as the cluster knows them now.
+func (s *subscription) partitions(ctx context.Context) ([]int, error) {
 	topic := s.d.cfg.Topic
-	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	md, err := s.d.client.Metadata(rctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	md, err := s.d.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return fmt.Errorf("reading metadata of %s: %w", topic, err)
+		return nil, fmt.Errorf("reading metadata of %s: %w", topic, err)
 	}
 	var parts []int
 	for _, t := range md.Topics {
@@ -257,31 +304,53 @@ func (s *subscription) checkAllCommitted(ctx context.Context) error {
 			continue
 		}
 		if t.Error != nil {
-			return fmt.Errorf("topic %s: %w", topic, t.Error)
+			return nil, fmt.Errorf("topic %s: %w", topic, t.Error)
 		}
 		for _, p := range t.Partitions {
 			parts = append(parts, p.ID)
 		}
 	}
 	if len(parts) == 0 {
-		return fmt.Errorf("topic %s has no partitions", topic)
+		return nil, fmt.Errorf("topic %s has no partitions", topic)
 	}
-	of, err := s.d.client.OffsetFetch(rctx, &kafka.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{topic: parts}})
+	return parts, nil
+}
+
+// committedOffsets returns the group's committed offset of each partition that has one.
+func (s *subscription) committedOffsets(ctx context.Context, parts []int) (map[int]int64, error) {
+	topic := s.d.cfg.Topic
+	of, err := s.d.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{topic: parts}})
 	if err != nil {
-		return fmt.Errorf("fetching committed offsets of %s: %w", s.group, err)
+		return nil, fmt.Errorf("fetching committed offsets of %s: %w", s.group, err)
 	}
 	if of.Error != nil {
-		return fmt.Errorf("fetching committed offsets of %s: %w", s.group, of.Error)
+		return nil, fmt.Errorf("fetching committed offsets of %s: %w", s.group, of.Error)
 	}
-	got := map[int]bool{}
+	out := map[int]int64{}
 	for _, p := range of.Topics[topic] {
 		if p.Error == nil && p.CommittedOffset >= 0 {
-			got[p.Partition] = true
+			out[p.Partition] = p.CommittedOffset
 		}
 	}
+	return out, nil
+}
+
+// checkAllCommitted succeeds once every partition of the topic has a committed offset in the
+// group: then no event produced from now on can be skipped, whichever member owns what.
+func (s *subscription) checkAllCommitted(ctx context.Context) error {
+	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	parts, err := s.partitions(rctx)
+	if err != nil {
+		return err
+	}
+	got, err := s.committedOffsets(rctx, parts)
+	if err != nil {
+		return err
+	}
 	for _, p := range parts {
-		if !got[p] {
-			return fmt.Errorf("partition %d of %s has no committed start offset yet", p, topic)
+		if _, ok := got[p]; !ok {
+			return fmt.Errorf("partition %d of %s has no committed start offset yet", p, s.d.cfg.Topic)
 		}
 	}
 	return nil
@@ -300,16 +369,22 @@ func (s *subscription) commit(gs *genState, p int) error {
 			offs[part] = next
 		}
 	}
-	if len(offs) == 0 {
-		return nil
+	if len(offs) > 0 {
+		if err := gs.gen.CommitOffsets(map[string]map[int]int64{s.d.cfg.Topic: offs}); err != nil {
+			return fmt.Errorf("committing offsets of group %s: %w", s.group, err)
+		}
+		for part, o := range offs {
+			gs.committed[part] = o
+		}
 	}
-	if err := gs.gen.CommitOffsets(map[string]map[int]int64{s.d.cfg.Topic: offs}); err != nil {
-		return fmt.Errorf("committing offsets of group %s: %w", s.group, err)
-	}
-	for part, o := range offs {
-		gs.committed[part] = o
-		if hwm := gs.trackers[part].highWatermark(); hwm >= 0 {
-			s.d.metrics.lag.WithLabelValues(s.group, strconv.Itoa(part), s.d.cfg.Topic).Set(float64(max(hwm-o, 0)))
+	// The lag is set here only, with every commit tick (also when nothing new was committed,
+	// so a stuck partition's lag grows with its high watermark).
+	for part, tr := range gs.trackers {
+		if p >= 0 && part != p {
+			continue
+		}
+		if hwm := tr.highWatermark(); hwm >= 0 {
+			s.d.metrics.lag.WithLabelValues(s.group, strconv.Itoa(part), s.d.cfg.Topic).Set(float64(max(hwm-gs.committed[part], 0)))
 		}
 	}
 	return nil
@@ -356,7 +431,14 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	var inflight sync.WaitGroup
 	partLabel := strconv.Itoa(p)
 	consumed := s.d.metrics.consumed.WithLabelValues(s.group, partLabel, cfg.Topic)
-	lag := s.d.metrics.lag.WithLabelValues(s.group, partLabel, cfg.Topic)
+	defer func() {
+		// The partition's next owner (maybe this member again) reports its lag from now on;
+		// without its tracker no later commit tick sets the series again.
+		gs.mu.Lock()
+		delete(gs.trackers, p)
+		s.d.metrics.lag.DeleteLabelValues(s.group, partLabel, cfg.Topic)
+		gs.mu.Unlock()
+	}()
 	// Resolved once per partition: the label lookups would otherwise run for every event.
 	dispatchLatency := s.d.metrics.latency.WithLabelValues(s.group)
 	eventLatency := s.d.metrics.eventLatency.WithLabelValues(s.group)
@@ -386,7 +468,6 @@ fetch:
 		}
 		tr.add(msg.Offset, msg.HighWaterMark)
 		consumed.Inc()
-		lag.Set(float64(max(msg.HighWaterMark-msg.Offset-1, 0)))
 		inflight.Add(1)
 		fetched := time.Now()
 		go func() {
@@ -421,20 +502,16 @@ fetch:
 	}
 }
 
-// retry calls f until it succeeds or ctx ends, with a short capped backoff.
+// retryBackoff spaces retry's attempts: 100 ms, doubling up to 2 s.
+var retryBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: 2 * time.Second, Steps: math.MaxInt32}
+
+// retry calls f until it succeeds or ctx ends.
 func retry[T any](ctx context.Context, f func() (T, error)) (T, error) {
-	wait := 100 * time.Millisecond
-	for {
-		v, err := f()
-		if err == nil {
-			return v, nil
-		}
-		if ctx.Err() != nil {
-			return v, ctx.Err()
-		}
-		if !sleep(ctx, wait) {
-			return v, ctx.Err()
-		}
-		wait = min(wait*2, 2*time.Second)
-	}
+	var v T
+	err := retryBackoff.DelayFunc().Until(ctx, true, false, func(context.Context) (bool, error) {
+		var err error
+		v, err = f()
+		return err == nil, nil
+	})
+	return v, err
 }

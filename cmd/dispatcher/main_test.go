@@ -25,6 +25,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
 	"github.com/kafkachannel/kafkachannel/dispatcher/kube"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -35,9 +36,8 @@ import (
 // The binary's wiring end to end: env-style options, the mounted Secret, the restricted watch,
 // delivery, status, the admin endpoints and a graceful stop.
 func TestRunEndToEnd(t *testing.T) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		t.Skip("KUBEBUILDER_ASSETS is not set: run `make envtest`")
-	}
+	_, noEnv := envtestbin.Find()
+	envtestbin.Skip(t, noEnv)
 	env := &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join("..", "..", "config", "crd", "bases")}, ErrorIfCRDPathMissing: true}
 	cfg, err := env.Start()
 	if err != nil {
@@ -80,7 +80,7 @@ func TestRunEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	o := options{namespace: ns, name: name, secretDir: secretDir, maxInFlight: 8, commitInterval: 100 * time.Millisecond,
-		drainTimeout: 2 * time.Second, sessionTimeout: 3 * time.Second, logLevel: "info"}
+		drainTimeout: 2 * time.Second, sessionTimeout: 6 * time.Second, logLevel: "info"}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, o, func() (*rest.Config, error) { return cfg, nil }) }()
 

@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
@@ -54,13 +55,8 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and starts an apiserver")
 	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		const assets = "/root/.cache/kafkachannel/envtest/k8s/1.35.4-linux-amd64"
-		if _, err := os.Stat(assets); err != nil {
-			t.Skip("KUBEBUILDER_ASSETS is not set")
-		}
-		t.Setenv("KUBEBUILDER_ASSETS", assets)
-	}
+	_, noEnv := envtestbin.Find()
+	envtestbin.Skip(t, noEnv)
 	bin := buildBinary(t)
 
 	// --help needs no cluster and no Secret.

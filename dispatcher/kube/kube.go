@@ -5,6 +5,7 @@ package kube
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
@@ -32,9 +34,14 @@ func NewScheme() (*runtime.Scheme, error) {
 	return s, nil
 }
 
+// SyncTimeout bounds the wait for the first list of the KafkaChannel.
+var SyncTimeout = 2 * time.Minute
+
 // Watch starts a cache that holds only the named KafkaChannel (a field selector, so the
 // dispatcher neither lists nor needs permission for other channels) and calls onChange with
-// every version of it, nil when it is deleted. It returns once the cache has synced.
+// every version of it, nil when it is deleted. It returns once the cache has synced, or an
+// error when the cache fails to start or does not sync within SyncTimeout (missing RBAC or
+// CRD): the caller exits with it and is restarted, rather than hang never ready.
 func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namespace, name string, onChange func(*v1beta1.KafkaChannel)) (cache.Cache, error) {
 	c, err := cache.New(cfg, cache.Options{
 		Scheme: scheme,
@@ -68,9 +75,22 @@ func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namesp
 	if err != nil {
 		return nil, fmt.Errorf("watching the KafkaChannel: %w", err)
 	}
-	go func() { _ = c.Start(ctx) }()
-	if !c.WaitForCacheSync(ctx) {
-		return nil, fmt.Errorf("the KafkaChannel cache did not sync: %w", ctx.Err())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Start(ctx) }()
+	syncCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
+	defer cancel()
+	if !c.WaitForCacheSync(syncCtx) {
+		select {
+		case err := <-errc:
+			if err != nil {
+				return nil, fmt.Errorf("starting the KafkaChannel cache: %w", err)
+			}
+		default:
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("the KafkaChannel cache did not sync: %w", ctx.Err())
+		}
+		return nil, fmt.Errorf("the KafkaChannel cache did not sync within %s: check the dispatcher's RBAC (get, list, watch kafkachannels in %s) and that the CRD is installed", SyncTimeout, namespace)
 	}
 	return c, nil
 }
@@ -99,6 +119,9 @@ type Reporter struct {
 	Resync time.Duration
 }
 
+// reportBackoff spaces the Reporter's retries: 100 ms, doubling up to 10 s.
+var reportBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap: 10 * time.Second, Steps: math.MaxInt32}
+
 // Run reports on every change signalled by changed, and every Resync, until ctx ends.
 func (r *Reporter) Run(ctx context.Context, changed <-chan struct{}) {
 	resync := r.Resync
@@ -107,22 +130,20 @@ func (r *Reporter) Run(ctx context.Context, changed <-chan struct{}) {
 	}
 	t := time.NewTicker(resync)
 	defer t.Stop()
-	backoff := 100 * time.Millisecond
 	for {
-		if err := r.Sync(ctx); err != nil {
-			if ctx.Err() != nil {
-				return
+		// Each round retries until one sync lands; the backoff starts afresh every round.
+		err := reportBackoff.DelayFunc().Until(ctx, true, false, func(ctx context.Context) (bool, error) {
+			if err := r.Sync(ctx); err != nil {
+				if ctx.Err() == nil {
+					r.Log.Error(err, "reporting subscriber status failed, retrying")
+				}
+				return false, nil
 			}
-			r.Log.Error(err, "reporting subscriber status failed, retrying")
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
-			}
-			backoff = min(backoff*2, 10*time.Second)
-			continue
+			return true, nil
+		})
+		if err != nil {
+			return
 		}
-		backoff = 100 * time.Millisecond
 		select {
 		case <-ctx.Done():
 			return

@@ -2,11 +2,13 @@ package kube
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,6 +22,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -29,15 +32,19 @@ import (
 var (
 	k8s    client.Client
 	cfg    *rest.Config
+	env    *envtest.Environment
 	testNS = "default"
+	// noEnv says why the envtest tests skip; empty when the control plane runs.
+	noEnv string
 )
 
 func TestMain(m *testing.M) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		println("KUBEBUILDER_ASSETS is not set: run `make test` (it builds kube-apiserver and etcd) or `make envtest`")
-		os.Exit(1)
+	flag.Parse()
+	if _, noEnv = envtestbin.Find(); noEnv != "" {
+		fmt.Println("dispatcher/kube:", noEnv)
+		os.Exit(m.Run())
 	}
-	env := &envtest.Environment{
+	env = &envtest.Environment{
 		CRDDirectoryPaths:     []string{filepath.Join("..", "..", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 	}
@@ -155,6 +162,7 @@ func statusOf(kc *v1beta1.KafkaChannel) map[string]v1beta1.SubscriberStatus {
 // Two replicas report different partial views at the same time as the manager patches its
 // conditions: every replica's news lands, nothing regresses, the manager's fields survive.
 func TestConcurrentReplicasReportStatus(t *testing.T) {
+	envtestbin.Skip(t, noEnv)
 	ctx := context.Background()
 	T, F, U := dispatcher.ReadyTrue, dispatcher.ReadyFalse, dispatcher.ReadyUnknown
 	createChannel(t, "concurrent", spec("a", 1), spec("b", 1), spec("c", 1))
@@ -227,6 +235,7 @@ func TestConcurrentReplicasReportStatus(t *testing.T) {
 // The whole path: the channel is watched through the restricted cache, two dispatchers run
 // the subscriber against Kafka, and their reporters make it ready, then remove it.
 func TestWatchDispatchAndReport(t *testing.T) {
+	envtestbin.Skip(t, noEnv)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	k := kafkatest.Start(t)
@@ -248,7 +257,7 @@ func TestWatchDispatchAndReport(t *testing.T) {
 	defer wg.Wait()
 	for i := 0; i < 2; i++ {
 		d, err := dispatcher.New(dispatcher.Config{Brokers: k.Brokers, ChannelNamespace: testNS, ChannelName: name,
-			Log: testr.New(t), SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 3 * time.Second, MaxWait: 200 * time.Millisecond})
+			Log: testr.New(t), SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 6 * time.Second, MaxWait: 200 * time.Millisecond, DrainTimeout: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,4 +298,34 @@ func TestWatchDispatchAndReport(t *testing.T) {
 		return nil
 	})
 	cancel()
+}
+
+// A dispatcher that may not list its KafkaChannel (a missing RBAC rule) fails with a message
+// saying so within SyncTimeout, instead of waiting forever never ready.
+func TestWatchFailsWithinSyncTimeoutWhenItCannotList(t *testing.T) {
+	envtestbin.Skip(t, noEnv)
+	// Authenticated, but no role: every list is forbidden.
+	user, err := env.AddUser(envtest.User{Name: "no-rbac"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prev := SyncTimeout
+	SyncTimeout = 3 * time.Second
+	t.Cleanup(func() { SyncTimeout = prev })
+	scheme, _ := NewScheme()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Watch(ctx, user.Config(), scheme, testNS, "forbidden", func(*v1beta1.KafkaChannel) {})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "RBAC") {
+			t.Fatalf("Watch returned %v, want an error naming RBAC", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("Watch still waiting for the cache after 60 s with a 3 s sync timeout")
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap/zapcore"
@@ -36,11 +37,11 @@ func TestSampleRateZeroExportsNothingUntilRaisedLive(t *testing.T) {
 	writeConfigMap(t, dir, ConfigTracing, tracing)
 	o := startForTest(t, Options{ConfigDir: dir})
 
-	srv := httptest.NewServer(TraceHandler("receive", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(otelhttp.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, span := otel.Tracer("test").Start(r.Context(), "produce")
 		span.End()
 		w.WriteHeader(http.StatusAccepted)
-	})))
+	}), "receive", otelhttp.WithSpanNameFormatter(operationName)))
 	defer srv.Close()
 	send := func(name, traceparent string) {
 		ctx, root := otel.Tracer("test").Start(context.Background(), name)

@@ -75,7 +75,7 @@ func TestQuickDispatcherSIGKILL(t *testing.T) {
 		f.waitAccepted(t, 100)
 	}
 	as := f.end()
-	settle(t, fmt.Sprintf("dispatcher SIGKILLed mid-stream, %d round(s)", rounds), acceptedIDs(as), func() string { return codes(as) }, s)
+	settle(t, fmt.Sprintf("dispatcher SIGKILLed mid-stream, %d round(s)", rounds), dupsPerKill*rounds, acceptedIDs(as), func() string { return codes(as) }, s)
 }
 
 // TestQuickSubscriberErrors makes the subscriber answer 500 and 503 in bursts of a second
@@ -95,7 +95,7 @@ func TestQuickSubscriberErrors(t *testing.T) {
 	}
 	f.waitAccepted(t, 50)
 	as := f.end()
-	settle(t, "subscriber answering 500/503 in 1 s bursts (retry 20, linear 100 ms)", acceptedIDs(as),
+	settle(t, "subscriber answering 500/503 in 1 s bursts (retry 20, linear 100 ms)", dupsNoRestart, acceptedIDs(as),
 		func() string { return fmt.Sprintf("%d deliveries refused; %s", s.refused.Load(), codes(as)) }, s)
 }
 
@@ -121,7 +121,7 @@ func TestQuickKafkaCut(t *testing.T) {
 	as := f.end()
 	checkOutage(t, as, cutAt, healAt)
 	checkNoRestart(t, w, before)
-	settle(t, "connection to Kafka cut for 13 s and healed", acceptedIDs(as), func() string { return outageNotes(as, cutAt, healAt) }, s)
+	settle(t, "connection to Kafka cut for 13 s and healed", dupsPerReaderRestart, acceptedIDs(as), func() string { return outageNotes(as, cutAt, healAt) }, s)
 }
 
 // partitionsConsumed counts the partitions a dispatcher process has consumed records from,
@@ -202,7 +202,7 @@ func TestReplicas(t *testing.T) {
 		f.waitAccepted(t, 200)
 	}
 	as := f.end()
-	settle(t, "dispatcher replicas 1 -> 2 -> 1 under load", acceptedIDs(as), func() string { return codes(as) }, s)
+	settle(t, "dispatcher replicas 1 -> 2 -> 1 under load", 2*dupsPerRebalance, acceptedIDs(as), func() string { return codes(as) }, s)
 }
 
 func (w *world) waitReplicas(t *testing.T, name string, n int) {
@@ -236,7 +236,7 @@ func TestSubscriberDown(t *testing.T) {
 	f.waitAccepted(t, 300)
 	as := f.end()
 	ids := acceptedIDs(as)
-	settle(t, "subscriber down longer than its retries (retry 2): all in the dead-letter sink", ids,
+	settle(t, "subscriber down longer than its retries (retry 2): all in the dead-letter sink", dupsNoRestart, ids,
 		func() string {
 			return fmt.Sprintf("%d deliveries refused by the subscriber; %s", s.refused.Load(), codes(as))
 		}, dls)
@@ -271,7 +271,7 @@ func TestBrokerRestart(t *testing.T) {
 	as := f.end()
 	checkOutage(t, as, down, up)
 	checkNoRestart(t, w, before)
-	settle(t, "broker restarted with its data (3 s down)", acceptedIDs(as), func() string { return outageNotes(as, down, up) }, s)
+	settle(t, "broker restarted with its data (3 s down)", dupsPerReaderRestart, acceptedIDs(as), func() string { return outageNotes(as, down, up) }, s)
 }
 
 // TestManagerRestart restarts the manager right after a channel is created, while it is
@@ -313,7 +313,7 @@ func TestManagerRestart(t *testing.T) {
 	w.waitReady(t, "mgr", "mgr-sub2")
 	f.waitAccepted(t, 100)
 	as := f.end()
-	settle(t, "manager restarted mid-reconcile (create, then subscriber added)", acceptedIDs(as), func() string { return codes(as) }, s)
+	settle(t, "manager restarted mid-reconcile (create, then subscriber added)", dupsNoRestart, acceptedIDs(as), func() string { return codes(as) }, s)
 }
 
 // TestSecretRotation changes the Kafka user's SCRAM password in Kafka and then in the Kafka
@@ -358,7 +358,7 @@ func TestSecretRotation(t *testing.T) {
 	})
 	f.waitAccepted(t, 200)
 	as := f.end()
-	settle(t, "Kafka Secret rotated (SCRAM password changed) under load", acceptedIDs(as), func() string { return codes(as) }, s)
+	settle(t, "Kafka Secret rotated (SCRAM password changed) under load", 2*dupsPerRebalance, acceptedIDs(as), func() string { return codes(as) }, s)
 }
 
 // setPassword changes the suite user's SCRAM-SHA-512 password in Kafka.

@@ -237,9 +237,26 @@ func codes(as []answer) string {
 	return "other answers" + out + " (" + strings.Join(rs, "; ") + ")"
 }
 
+// Duplicate bounds per fault, with room over what runs have shown (docs/reliability.md):
+// redeliveries are what was handled since the last commit (100 ms) plus what was in flight.
+const (
+	// dupsNoRestart: no member restarts and nothing is rebalanced; a retry after a failed
+	// attempt is not a duplicate, so only a lost 2xx could make one.
+	dupsNoRestart = 10
+	// dupsPerRebalance: a graceful rebalance commits before it hands a partition over and
+	// redelivers at most the in-flight records (up to MaxInFlight per partition).
+	dupsPerRebalance = 50
+	// dupsPerKill: a SIGKILL loses up to a commit interval of handled records (seen: ~16).
+	dupsPerKill = 100
+	// dupsPerReaderRestart: a cut connection or a broker restart restarts every reader
+	// (seen: 14 to 20).
+	dupsPerReaderRestart = 200
+)
+
 // settle waits until every accepted id reached one of the sinks (or the deadline), then
-// reports the scenario and fails it on any loss.
-func settle(t *testing.T, scenario string, ids []string, notes func() string, sinks ...*sink) {
+// reports the scenario and fails it on any loss or on more than maxDups duplicates (the
+// scenario's bound: what its faults may redeliver, see docs/reliability.md "Duplicates").
+func settle(t *testing.T, scenario string, maxDups int, ids []string, notes func() string, sinks ...*sink) {
 	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var delivered, dups int
@@ -277,6 +294,9 @@ func settle(t *testing.T, scenario string, ids []string, notes func() string, si
 	}
 	if len(ids) == 0 {
 		t.Errorf("%s: no event was accepted at all", scenario)
+	}
+	if dups > maxDups {
+		t.Errorf("%s: %d duplicates, want at most %d", scenario, dups, maxDups)
 	}
 }
 

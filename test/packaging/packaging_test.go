@@ -5,6 +5,7 @@ package packaging
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -13,6 +14,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 )
 
 var (
@@ -23,10 +26,14 @@ var (
 
 const operatorNamespace = "kafkachannel-system"
 
+// noEnv says why the envtest tests skip; empty when the control plane runs.
+var noEnv string
+
 func TestMain(m *testing.M) {
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		fmt.Println("KUBEBUILDER_ASSETS is not set: run `make test` (it builds kube-apiserver and etcd) or `make envtest`")
-		os.Exit(1)
+	flag.Parse()
+	if _, noEnv = envtestbin.Find(); noEnv != "" {
+		fmt.Println("test/packaging:", noEnv)
+		os.Exit(m.Run())
 	}
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		fmt.Println("kubectl is required for the packaging tests")
@@ -106,6 +113,7 @@ func TestRenderedManifestsWireTheImages(t *testing.T) {
 }
 
 func TestManifestsPassServerSideDryRunUnderRestrictedPodSecurity(t *testing.T) {
+	envtestbin.Skip(t, noEnv)
 	installed(t)
 	// Pod Security admission must really be judging: a privileged pod is refused.
 	bad := []byte(`{"apiVersion":"v1","kind":"Pod","metadata":{"name":"bad","namespace":"` + operatorNamespace + `"},
@@ -142,6 +150,7 @@ func TestManifestsPassServerSideDryRunUnderRestrictedPodSecurity(t *testing.T) {
 
 // RBAC, proven by asking the apiserver what each ServiceAccount may do.
 func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
+	envtestbin.Skip(t, noEnv)
 	installed(t)
 	sa := func(name string) string {
 		return "system:serviceaccount:" + operatorNamespace + ":kafkachannel-" + name
@@ -221,6 +230,7 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 // done by kube-controller-manager, which envtest does not run; the labels and rules are what
 // we control.
 func TestKnativeAggregatedClusterRoles(t *testing.T) {
+	envtestbin.Skip(t, noEnv)
 	installed(t)
 	for _, tc := range []struct {
 		role, label string

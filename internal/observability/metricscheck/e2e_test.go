@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 	"github.com/segmentio/kafka-go"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
@@ -26,6 +27,9 @@ import (
 
 // seedName is the one metric that keeps eventing-kafka's name, without the _total suffix
 // promlint asks counters to have (docs/observability.md says why).
+// operationName names otelhttp's server spans by their operation.
+func operationName(operation string, _ *http.Request) string { return operation }
+
 const seedName = "eventing_kafka_consumed_msg_count"
 
 // The real receiver and dispatcher, wired the way their mains are (observability.Start, its
@@ -70,18 +74,18 @@ func TestEventTraceAndScrapesThroughRealComponents(t *testing.T) {
 	defer radmin.Shutdown(context.Background())
 
 	gotTrace := make(chan trace.SpanContext, 1)
-	subscriber := httptest.NewServer(observability.TraceHandler("subscriber", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	subscriber := httptest.NewServer(otelhttp.NewHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
 		case gotTrace <- trace.SpanContextFromContext(r.Context()):
 		default:
 		}
 		w.WriteHeader(http.StatusAccepted)
-	})))
+	}), "subscriber", otelhttp.WithSpanNameFormatter(operationName)))
 	defer subscriber.Close()
 
 	d, err := dispatcher.New(dispatcher.Config{Brokers: k.Brokers, ChannelNamespace: ns, ChannelName: name, Registry: obs.Registry, Log: obs.Log,
 		CommitInterval: 50 * time.Millisecond, MaxWait: 200 * time.Millisecond, SessionTimeout: 3 * time.Second,
-		HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 3 * time.Second, JoinGroupBackoff: 200 * time.Millisecond, DrainTimeout: 3 * time.Second})
+		HeartbeatInterval: 300 * time.Millisecond, RebalanceTimeout: 3 * time.Second, JoinGroupBackoff: 200 * time.Millisecond, DrainTimeout: 500 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
