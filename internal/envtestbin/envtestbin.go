@@ -9,23 +9,25 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 )
 
 // K8sVersion is the Makefile's ENVTEST_K8S_VERSION (a test keeps them equal).
 const K8sVersion = "1.35.4"
 
-// DefaultDir is the Makefile's ENVTEST_ASSETS default:
-// $XDG_CACHE_HOME (else ~/.cache)/kafkachannel/envtest/k8s/<version>-linux-amd64.
+// DefaultDir is the Makefile's ENVTEST_ASSETS default: <cache dir>/envtest/k8s/<version>-linux-amd64,
+// the cache dir being the Makefile's CACHE_DIR (apachekafka.CacheDir owns that rule).
 func DefaultDir() string {
-	cache := os.Getenv("XDG_CACHE_HOME")
-	if cache == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return ""
-		}
-		cache = filepath.Join(home, ".cache")
+	return filepath.Join(apachekafka.CacheDir(), "envtest", "k8s", K8sVersion+"-linux-amd64")
+}
+
+// Dir is where the envtest binaries are: KUBEBUILDER_ASSETS when set, else DefaultDir.
+func Dir() string {
+	if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+		return d
 	}
-	return filepath.Join(cache, "kafkachannel", "envtest", "k8s", K8sVersion+"-linux-amd64")
+	return DefaultDir()
 }
 
 // Find returns the directory holding kube-apiserver and etcd and sets KUBEBUILDER_ASSETS to

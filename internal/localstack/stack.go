@@ -30,6 +30,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 )
@@ -38,8 +39,6 @@ import (
 const (
 	DefaultOperatorNamespace = "knative-eventing"
 	KafkaSecretName          = "kafka-secret"
-	// envtestAssetsSuffix is where `make envtest` puts kube-apiserver and etcd, below the cache dir.
-	envtestAssetsSuffix = "envtest/k8s/1.35.4-linux-amd64"
 )
 
 // Options configure a stack.
@@ -186,10 +185,7 @@ func FindRepo() (string, error) {
 // EnvtestAssets is where kube-apiserver and etcd are: KUBEBUILDER_ASSETS, else the place
 // `make envtest` builds them below the Makefile's cache directory.
 func EnvtestAssets() string {
-	if a := os.Getenv("KUBEBUILDER_ASSETS"); a != "" {
-		return a
-	}
-	return filepath.Join(apachekafka.CacheDir(), envtestAssetsSuffix)
+	return envtestbin.Dir()
 }
 
 // claimDir makes Dir this stack's: it refuses while another stack runs there and clears what a
