@@ -21,6 +21,7 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/isoduration"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -57,6 +58,8 @@ type scope struct {
 	before     *v1beta1.KafkaChannelStatus
 	conn       *kafkaconn.Config
 	secretHash string
+	// features is config-features as read at the start of this reconcile.
+	features features.Flags
 	// retry asks for a timed requeue: something not watched (Kafka, a foreign object) may heal.
 	retry bool
 }
@@ -147,8 +150,38 @@ func (r *KafkaChannelReconciler) kafkaConfig(ctx context.Context) (*kafkaconn.Co
 	return conn, "", nil
 }
 
+// featureFlags reads config-features from the operator namespace; absent means Knative's
+// defaults. The first return is a condition reason when it cannot be used.
+func (r *KafkaChannelReconciler) featureFlags(ctx context.Context) (features.Flags, string, error) {
+	cm := &corev1.ConfigMap{}
+	key := types.NamespacedName{Namespace: r.Config.OperatorNamespace, Name: features.ConfigMap}
+	if err := r.Get(ctx, key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return features.Default(), "", nil
+		}
+		return features.Default(), "FeaturesUnreadable", fmt.Errorf("reading the ConfigMap %s: %w", key, err)
+	}
+	f, err := features.Parse(cm.Data)
+	if err != nil {
+		return f, "FeaturesInvalid", fmt.Errorf("the ConfigMap %s is invalid: %w", key, err)
+	}
+	return f, "", nil
+}
+
 func (r *KafkaChannelReconciler) reconcileConfiguration(ctx context.Context, s *scope) error {
+	f, freason, ferr := r.featureFlags(ctx)
+	s.features = f
 	conn, reason, err := r.kafkaConfig(ctx)
+	if err == nil && ferr != nil {
+		// The Kafka part is usable: topic and data plane go ahead, but a security setting
+		// that cannot be read must not go unnoticed, so the channel is not Ready.
+		s.conn, s.secretHash = conn, conn.Hash()
+		s.set(v1beta1.ConditionConfigurationReady, metav1.ConditionFalse, freason, "%v", ferr)
+		if freason == "FeaturesUnreadable" {
+			return ferr
+		}
+		return nil
+	}
 	if err != nil {
 		s.set(v1beta1.ConditionConfigurationReady, metav1.ConditionFalse, reason, "%v", err)
 		if reason == "KafkaSecretUnreadable" {

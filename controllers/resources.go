@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
@@ -36,7 +37,7 @@ const (
 
 // DataPlaneConfigMaps are the Knative-style ConfigMaps mounted into data-plane pods; binaries
 // re-read them in place, so they are not part of the config hash.
-var DataPlaneConfigMaps = []string{observability.ConfigTracing, observability.ConfigObservability, observability.ConfigLogging}
+var DataPlaneConfigMaps = []string{observability.ConfigTracing, observability.ConfigObservability, observability.ConfigLogging, features.ConfigMap}
 
 // configHash combines the Secret's digest with the component's settings.
 func configHash(secretHash string, d DataPlane, c Config) string {
