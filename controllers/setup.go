@@ -59,7 +59,7 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.mapManaged)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapManaged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
-			builder.WithPredicates(inOperatorNS(r.Config.SecretName))).
+			builder.WithPredicates(inOperatorNS(r.Config.SecretName, r.Config.ReceiverTLSSecret))).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
 			builder.WithPredicates(inOperatorNS(DataPlaneConfigMaps...))).
 		Complete(r)
