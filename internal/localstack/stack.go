@@ -81,7 +81,7 @@ type Stack struct {
 	// ReceiverTLSURL is the receiver Service's https port on 127.0.0.1; its certificate is
 	// signed by the CA in ReceiverCAFile.
 	ReceiverTLSURL string
-	Node        *Node
+	Node           *Node
 
 	env        *envtest.Environment
 	cancelNode context.CancelFunc
