@@ -8,6 +8,9 @@
 //     the channel; unknown channel: 404
 //   - POST only, anything else: 405 with "Allow: POST"
 //   - plain http while config-features' transport-encryption is strict: 403 (https only)
+//   - with authentication-oidc enabled: no valid service-account token for the channel's
+//     audience: 401; a sender no EventPolicy of the channel (or, without any, the default
+//     authorization mode) admits: 403, and nothing is written
 //   - the channel's topic is not ready (TopicReady not True) or it is being deleted: 503
 //   - a body over Config.MaxBodyBytes: 413
 //   - batched mode (application/cloudevents-batch+json): 415, since a batch could only be
@@ -43,6 +46,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/oidc"
 )
 
 // Defaults of Config.
@@ -75,6 +79,8 @@ type Config struct {
 	Features *features.Live
 	// TLS, when set, is the configuration of the https listener (Run's tlsAddr, StartTLS).
 	TLS *tls.Config
+	// Auth authenticates and authorizes senders while authentication-oidc is enabled.
+	Auth *Auth
 }
 
 // Receiver is the event endpoint. It is an http.Handler; Start/Serve and Shutdown run it as a
@@ -161,6 +167,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if code == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
 	}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kafkachannel"`)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
@@ -178,8 +187,18 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 		return rej.code, rej.reason
 	}
 	*channel = ch.Key()
-	if req.TLS == nil && !r.features().HTTPAllowed() {
+	f := r.features()
+	if req.TLS == nil && !f.HTTPAllowed() {
 		return http.StatusForbidden, fmt.Sprintf("channel %s accepts events over https only (transport-encryption is strict): send to its https address in status.address", ch.Key())
+	}
+	var sender oidc.Identity
+	if f.OIDC {
+		// Before the body is read: an unauthenticated sender costs no more than its headers.
+		var code int
+		var reason string
+		if sender, code, reason = r.authenticate(ctx, req, ch); code != 0 {
+			return code, reason
+		}
 	}
 	if !ch.Ready {
 		return http.StatusServiceUnavailable, fmt.Sprintf("channel %s is not ready to accept events: %s", ch.Key(), ch.NotReadyReason)
@@ -191,6 +210,12 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 	e, rej := decodeEvent(ctx, req, body)
 	if rej != nil {
 		return rej.code, rej.reason
+	}
+	if f.OIDC {
+		// After decoding: EventPolicy filters look at the event's attributes.
+		if code, reason := r.authorize(sender, ch, e, f); code != 0 {
+			return code, reason
+		}
 	}
 	return r.produce(ctx, ch, e)
 }

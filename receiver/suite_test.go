@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -36,6 +37,8 @@ import (
 var (
 	k8s      client.Client
 	channels *Index
+	// restCfg reaches the apiserver as an administrator (token requests, OIDC discovery).
+	restCfg *rest.Config
 )
 
 const defaultEnvtestAssets = "/root/.cache/kafkachannel/envtest/k8s/1.35.4-linux-amd64"
@@ -56,7 +59,7 @@ func TestMain(m *testing.M) {
 		_ = os.Setenv("KUBEBUILDER_ASSETS", defaultEnvtestAssets)
 	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "test", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
@@ -64,6 +67,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
 		os.Exit(1)
 	}
+	restCfg = cfg
 	code := func() int {
 		defer func() { _ = env.Stop() }()
 		scheme := runtime.NewScheme()

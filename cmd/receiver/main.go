@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/oidc"
 	"github.com/kafkachannel/kafkachannel/receiver"
 )
 
@@ -98,6 +100,19 @@ func run(o options) error {
 		BatchSize:    o.batchSize,
 		MaxBodyBytes: o.maxBodyBytes,
 	})
+	// Sender authentication (authentication-oidc): tokens are checked against the apiserver's
+	// service-account issuer, senders against the EventPolicies of their channel.
+	keys, err := oidc.NewAPIServerKeys(restCfg)
+	if err != nil {
+		return err
+	}
+	auth := &receiver.Auth{Verifier: &oidc.Verifier{Source: keys}}
+	switch auth.Policies, err = receiver.WatchPolicies(ctx, restCfg); {
+	case errors.Is(err, receiver.ErrNoEventPolicyAPI):
+		log.Info("EventPolicies are not installed: with authentication-oidc, default-authorization-mode decides for every channel")
+	case err != nil:
+		return err
+	}
 	configDir := os.Getenv(observability.ConfigDirEnv)
 	if configDir == "" {
 		configDir = observability.DefaultConfigDir
@@ -112,6 +127,7 @@ func run(o options) error {
 		MaxBodyBytes:   o.maxBodyBytes,
 		ProduceTimeout: o.produceTimeout,
 		Features:       feats,
+		Auth:           auth,
 		// https is always served: config-features may turn encryption on at any time, and
 		// the certificate (rotated in place) may arrive after the pod started.
 		TLS: receiver.NewCertReloader(o.tlsDir).TLSConfig(),

@@ -32,7 +32,8 @@ func TestMain(m *testing.M) {
 		fmt.Println("kubectl is required for the packaging tests")
 		os.Exit(1)
 	}
-	testEnv = &envtest.Environment{}
+	// Knative's EventPolicy CRD (a test stand-in), so access reviews can name its resource.
+	testEnv = &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(repoRoot, "test", "crds")}, ErrorIfCRDPathMissing: true}
 	if _, err := testEnv.Start(); err != nil {
 		panic(err)
 	}
@@ -168,6 +169,13 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 		{sa("receiver"), "update", "kafkachannels.messaging.knative.dev", "team-a", false},
 		{sa("receiver"), "get", "secrets", operatorNamespace, false},
 		{sa("receiver"), "create", "pods", operatorNamespace, false},
+		{sa("receiver"), "list", "eventpolicies.eventing.knative.dev", "team-a", true},
+		{sa("receiver"), "watch", "eventpolicies.eventing.knative.dev", "team-a", true},
+		{sa("receiver"), "create", "eventpolicies.eventing.knative.dev", "team-a", false},
+		{sa("receiver"), "create", "serviceaccounts/token", "team-a", false},
+		{sa("dispatcher"), "create", "serviceaccounts/token", "team-a", true},
+		{sa("dispatcher"), "get", "serviceaccounts", "team-a", false},
+		{sa("dispatcher"), "list", "eventpolicies.eventing.knative.dev", "team-a", false},
 		{sa("manager"), "patch", "kafkachannels.messaging.knative.dev/status", "team-a", true},
 		{sa("manager"), "update", "kafkachannels.messaging.knative.dev/finalizers", "team-a", true},
 		{sa("manager"), "create", "deployments.apps", operatorNamespace, true},
