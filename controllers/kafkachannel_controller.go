@@ -107,6 +107,7 @@ func (r *KafkaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.reconcileChannelService,
 		r.reconcileAddress,
 		r.reconcileDeadLetterSink,
+		r.reconcilePolicies,
 	} {
 		// A step's error is an API failure worth a backoff retry; what a user must fix is a
 		// condition, not an error. Later steps still run so every condition is current.
@@ -481,13 +482,14 @@ func summarize(s *scope) {
 // a merge patch clears what is gone; status.subscribers is absent, so the dispatchers' entries
 // are never touched.
 type ownedStatus struct {
-	ObservedGeneration     int64                 `json:"observedGeneration"`
-	Conditions             []metav1.Condition    `json:"conditions"`
-	Address                *ownedAddress         `json:"address"`
-	Addresses              []v1beta1.Addressable `json:"addresses"`
-	DeadLetterSinkURI      *string               `json:"deadLetterSinkUri"`
-	DeadLetterSinkCACerts  *string               `json:"deadLetterSinkCACerts"`
-	DeadLetterSinkAudience *string               `json:"deadLetterSinkAudience"`
+	ObservedGeneration     int64                           `json:"observedGeneration"`
+	Conditions             []metav1.Condition              `json:"conditions"`
+	Address                *ownedAddress                   `json:"address"`
+	Addresses              []v1beta1.Addressable           `json:"addresses"`
+	DeadLetterSinkURI      *string                         `json:"deadLetterSinkUri"`
+	DeadLetterSinkCACerts  *string                         `json:"deadLetterSinkCACerts"`
+	DeadLetterSinkAudience *string                         `json:"deadLetterSinkAudience"`
+	Policies               []v1beta1.AppliedEventPolicyRef `json:"policies"`
 }
 
 func owned(st *v1beta1.KafkaChannelStatus) ownedStatus {
@@ -499,6 +501,7 @@ func owned(st *v1beta1.KafkaChannelStatus) ownedStatus {
 		DeadLetterSinkURI:      st.DeadLetterSinkURI,
 		DeadLetterSinkCACerts:  st.DeadLetterSinkCACerts,
 		DeadLetterSinkAudience: st.DeadLetterSinkAudience,
+		Policies:               st.Policies,
 	}
 }
 

@@ -10,7 +10,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/certs"
@@ -152,4 +154,45 @@ func TestAddressesFollowFeatures(t *testing.T) {
 	if !slices.ContainsFunc(svc.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == "https" && p.Port == 443 }) {
 		t.Errorf("receiver Service ports %v lack https 443", svc.Spec.Ports)
 	}
+}
+
+// TestPoliciesInStatus: with OIDC enabled the channel lists the EventPolicies of its namespace
+// that apply to it, following their creation; with OIDC off it lists none.
+func TestPoliciesInStatus(t *testing.T) {
+	k := kafkatest.Start(t)
+	f := startFixture(t, fixtureOpts{secret: map[string]string{"brokers": k.BootstrapServers()}})
+	f.writeFeatures(map[string]string{"authentication-oidc": "enabled"})
+	f.createChannel("guarded", func(ch *v1beta1.KafkaChannel) { ch.Spec.NumPartitions = 1 })
+	policy := func(name, to string) {
+		t.Helper()
+		u := &unstructured.Unstructured{}
+		doc := fmt.Sprintf("{apiVersion: eventing.knative.dev/v1alpha1, kind: EventPolicy, metadata: {namespace: %s, name: %s}, spec: {%s from: [{sub: x}]}}", f.chNS, name, to)
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatal(err)
+		}
+		if err := k8s.Create(f.ctx, u); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policies := func(want string) {
+		t.Helper()
+		eventually(t, 45*time.Second, "status.policies "+want, func() string {
+			var names []string
+			for _, p := range f.channel("guarded").Status.Policies {
+				names = append(names, p.APIVersion+"/"+p.Name)
+			}
+			if got := strings.Join(names, ","); got != want {
+				return got
+			}
+			return ""
+		})
+	}
+	f.waitCondition("guarded", v1beta1.ConditionAddressable, metav1.ConditionTrue, "AddressSet")
+	policy("whole-namespace", "")
+	policy("this-channel", "to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: guarded}}],")
+	policy("other-channel", "to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: open}}],")
+	policies("eventing.knative.dev/v1alpha1/this-channel,eventing.knative.dev/v1alpha1/whole-namespace")
+
+	f.writeFeatures(map[string]string{"authentication-oidc": "disabled"})
+	policies("")
 }

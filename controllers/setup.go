@@ -50,7 +50,7 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return o.GetNamespace() == r.Config.OperatorNamespace && slices.Contains(names, o.GetName())
 		})
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("kafkachannel").
 		// Dispatchers write status.subscribers often; those writes need no reconcile.
 		For(&v1beta1.KafkaChannel{}, builder.WithPredicates(predicate.Or(
@@ -61,8 +61,8 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
 			builder.WithPredicates(inOperatorNS(r.Config.SecretName, r.Config.ReceiverTLSSecret))).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
-			builder.WithPredicates(inOperatorNS(DataPlaneConfigMaps...))).
-		Complete(r)
+			builder.WithPredicates(inOperatorNS(DataPlaneConfigMaps...)))
+	return r.watchPolicies(mgr, b).Complete(r)
 }
 
 // deletionStarted lets through the update that sets deletionTimestamp.

@@ -58,7 +58,7 @@ func TestMain(m *testing.M) {
 	_ = clientgoscheme.AddToScheme(testSchem)
 	_ = v1beta1.AddToScheme(testSchem)
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "test", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error

@@ -189,6 +189,9 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 		{sa("manager"), "create", "leases.coordination.k8s.io", operatorNamespace, true},
 		{sa("manager"), "create", "leases.coordination.k8s.io", "team-a", false},
 		{sa("manager"), "create", "tokenreviews.authentication.k8s.io", "", true},
+		{sa("manager"), "watch", "eventpolicies.eventing.knative.dev", "team-a", true},
+		{sa("manager"), "create", "eventpolicies.eventing.knative.dev", "team-a", false},
+		{sa("manager"), "create", "serviceaccounts/token", "team-a", false},
 	}
 	for _, tt := range tests {
 		name := fmt.Sprintf("%s %s %s in %q", tt.who[strings.LastIndex(tt.who, ":")+1:], tt.verb, tt.what, tt.ns)
