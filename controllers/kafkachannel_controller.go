@@ -51,6 +51,9 @@ type KafkaChannelReconciler struct {
 	Config    Config
 	// RetryInterval overrides DefaultRetryInterval.
 	RetryInterval time.Duration
+
+	// watchingPolicies is set when EventPolicies are watched (their API was there at start).
+	watchingPolicies bool
 }
 
 // scope is one reconcile's working state: steps record their outcome here, and status is

@@ -55,6 +55,11 @@ func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Name < refs[j].Name })
 	ch.Status.Policies = refs
+	if !r.watchingPolicies {
+		// The API appeared after the manager started, so nothing tells it about changes:
+		// look again on the retry interval until a restart sets up the watch.
+		s.retry = true
+	}
 	return nil
 }
 
@@ -62,11 +67,12 @@ func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope
 // changes. It is only set up when the cluster serves the EventPolicy API at start.
 func (r *KafkaChannelReconciler) watchPolicies(mgr ctrl.Manager, b *ctrl.Builder) *ctrl.Builder {
 	if _, err := mgr.GetRESTMapper().RESTMapping(eventpolicy.GVK.GroupKind(), eventpolicy.GVK.Version); err != nil {
-		mgr.GetLogger().Info("EventPolicies are not installed: status.policies stays empty (restart the manager after installing them)")
+		mgr.GetLogger().Info("EventPolicies are not installed yet: with authentication-oidc, channels look for them on the retry interval (a restart of the manager watches them instead)")
 		return b
 	}
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(eventpolicy.GVK)
+	r.watchingPolicies = true
 	return b.Watches(u, handler.EnqueueRequestsFromMapFunc(r.channelsIn))
 }
 
