@@ -92,9 +92,10 @@ test: verify-generated verify-bundle fmt-check vet lint envtest kcat fuzz-short 
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
 
 .PHONY: fuzz-short
-fuzz-short: ## A short real fuzzing run of both parsers on the data path (longer runs: docs/reliability.md).
+fuzz-short: ## A short real fuzzing run of the parsers on the data path (events, bearer tokens) (longer runs: docs/reliability.md).
 	go test ./internal/kafkabinding -run '^$$' -fuzz FuzzToEvent -fuzztime $(FUZZTIME) -parallel 2
 	go test ./receiver -run '^$$' -fuzz FuzzDecodeEvent -fuzztime $(FUZZTIME) -parallel 2
+	go test ./internal/oidc -run '^$$' -fuzz FuzzVerify -fuzztime $(FUZZTIME) -parallel 2
 
 .PHONY: test-faults
 test-faults: envtest ## The whole fault suite on the local stack (~3 min); rewrites the table in docs/reliability.md.

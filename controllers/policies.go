@@ -7,7 +7,6 @@ import (
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
@@ -77,14 +76,5 @@ func (r *KafkaChannelReconciler) watchPolicies(mgr ctrl.Manager, b *ctrl.Builder
 }
 
 func (r *KafkaChannelReconciler) channelsIn(ctx context.Context, o client.Object) []reconcile.Request {
-	list := &v1beta1.KafkaChannelList{}
-	if err := r.List(ctx, list, client.InNamespace(o.GetNamespace())); err != nil {
-		logf.FromContext(ctx).Error(err, "listing KafkaChannels to re-reconcile them")
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, ch := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: ch.Namespace, Name: ch.Name}})
-	}
-	return reqs
+	return r.channelRequests(ctx, client.InNamespace(o.GetNamespace()))
 }

@@ -87,8 +87,14 @@ func (r *KafkaChannelReconciler) mapManaged(ctx context.Context, o client.Object
 }
 
 func (r *KafkaChannelReconciler) allChannels(ctx context.Context, _ client.Object) []reconcile.Request {
+	return r.channelRequests(ctx)
+}
+
+// channelRequests lists the KafkaChannels (of one namespace, with client.InNamespace) to
+// re-reconcile them.
+func (r *KafkaChannelReconciler) channelRequests(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	list := &v1beta1.KafkaChannelList{}
-	if err := r.List(ctx, list); err != nil {
+	if err := r.List(ctx, list, opts...); err != nil {
 		logf.FromContext(ctx).Error(err, "listing KafkaChannels to re-reconcile them")
 		return nil
 	}

@@ -91,7 +91,7 @@ func (p *tlsPassthrough) serve() {
 }
 
 func (p *tlsPassthrough) forward(c net.Conn) {
-	defer c.Close()
+	defer func() { _ = c.Close() }()
 	eps := p.node.ReadyEndpoints(receiverDeployment, observability.IngressTLSPort)
 	if len(eps) == 0 {
 		return // the client sees the connection closed, as with a Service without endpoints
@@ -100,7 +100,7 @@ func (p *tlsPassthrough) forward(c net.Conn) {
 	if err != nil {
 		return
 	}
-	defer up.Close()
+	defer func() { _ = up.Close() }()
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
 		_, _ = io.Copy(dst, src)
