@@ -76,7 +76,13 @@ func TestWatchFollowsTheMountedConfigMap(t *testing.T) {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(filepath.Join(dir, key), []byte(value), 0o644); err != nil {
+		// Replace the file whole, as kubelet swaps a ConfigMap volume: a poll must never see
+		// it truncated.
+		tmp := filepath.Join(dir, ".tmp-"+key)
+		if err := os.WriteFile(tmp, []byte(value), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, key)); err != nil {
 			t.Fatal(err)
 		}
 	}
