@@ -8,6 +8,7 @@ import (
 	"sync"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -118,7 +119,14 @@ func WatchPolicies(ctx context.Context, cfg *rest.Config) (*PolicyIndex, error) 
 		return nil, fmt.Errorf("discovering the EventPolicy API: %w", err)
 	}
 	res, err := dc.ServerResourcesForGroupVersion(eventpolicy.GVK.GroupVersion().String())
-	if err != nil || !servesKind(res.APIResources, eventpolicy.GVK.Kind) {
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, ErrNoEventPolicyAPI
+	case err != nil:
+		// Not knowing would mean no policy applies anywhere, which may admit senders a
+		// policy keeps out: fail, and let the pod restart.
+		return nil, fmt.Errorf("discovering the EventPolicy API: %w", err)
+	case !servesKind(res.APIResources, eventpolicy.GVK.Kind):
 		return nil, ErrNoEventPolicyAPI
 	}
 	c, err := cache.New(cfg, cache.Options{Scheme: runtime.NewScheme()})
