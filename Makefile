@@ -41,6 +41,7 @@ GO_TEST_FLAGS ?= -timeout 30m
 # busy machine (hack/fuzz.sh explains why). The counts match what 10 s explored on 2 idle cores.
 FUZZ_EXECS_TOEVENT ?= 20000x
 FUZZ_EXECS_DECODE ?= 8000x
+FUZZ_EXECS_VERIFY ?= 8000x
 FUZZTIME ?= 10m
 LDFLAGS ?= -s -w -X github.com/kafkachannel/kafkachannel/internal/version.Version=$(VERSION)
 BINARIES := manager dispatcher receiver localstack eventdisplay
@@ -122,14 +123,16 @@ test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFK
 	exit $$fail
 
 .PHONY: fuzz-short
-fuzz-short: ## A short real fuzzing run of both data-path parsers, sized by execution counts (part of make test).
+fuzz-short: ## A short real fuzzing run of the data-path parsers (events, bearer tokens), sized by execution counts (part of make test).
 	./hack/fuzz.sh ./internal/kafkabinding FuzzToEvent $(FUZZ_EXECS_TOEVENT) -parallel 2
 	./hack/fuzz.sh ./receiver FuzzDecodeEvent $(FUZZ_EXECS_DECODE) -parallel 2
+	./hack/fuzz.sh ./internal/oidc FuzzVerify $(FUZZ_EXECS_VERIFY) -parallel 2
 
 .PHONY: fuzz
-fuzz: ## Fuzz both data-path parsers for FUZZTIME each (default 10m); fails only on a real finding.
+fuzz: ## Fuzz the data-path parsers for FUZZTIME each (default 10m); fails only on a real finding.
 	./hack/fuzz.sh ./internal/kafkabinding FuzzToEvent $(FUZZTIME) -parallel 2
 	./hack/fuzz.sh ./receiver FuzzDecodeEvent $(FUZZTIME) -parallel 2
+	./hack/fuzz.sh ./internal/oidc FuzzVerify $(FUZZTIME) -parallel 2
 
 .PHONY: test-stress
 test-stress: ## make test three times (RUNS) on a fresh clone of HEAD while a CPU hog keeps every core busy.

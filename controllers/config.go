@@ -25,6 +25,10 @@ type Config struct {
 	OperatorNamespace string
 	// SecretName is the Kafka Secret in OperatorNamespace.
 	SecretName string
+	// ReceiverTLSSecret is the kubernetes.io/tls Secret in OperatorNamespace (tls.crt, tls.key,
+	// ca.crt; cert-manager writes it) the receiver serves https with; its ca.crt is published
+	// as the https address's CACerts.
+	ReceiverTLSSecret string
 
 	Dispatcher DataPlane
 	Receiver   DataPlane
@@ -62,6 +66,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Config{
 		OperatorNamespace: get("OPERATOR_NAMESPACE", get("POD_NAMESPACE", "knative-eventing")),
 		SecretName:        get("KAFKA_SECRET_NAME", "kafka-secret"),
+		ReceiverTLSSecret: get("RECEIVER_TLS_SECRET_NAME", "kafkachannel-receiver-tls"),
 	}
 	var err error
 	if c.Dispatcher, err = dataPlaneFromEnv(get, "DISPATCHER", DefaultDispatcherImage, "kafkachannel-dispatcher"); err != nil {

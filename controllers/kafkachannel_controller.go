@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -21,9 +22,11 @@ import (
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/isoduration"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/receiver"
 )
 
 // Finalizer holds a deleted KafkaChannel until its topic and its objects in the operator
@@ -48,6 +51,9 @@ type KafkaChannelReconciler struct {
 	Config    Config
 	// RetryInterval overrides DefaultRetryInterval.
 	RetryInterval time.Duration
+
+	// watchingPolicies is set when EventPolicies are watched (their API was there at start).
+	watchingPolicies bool
 }
 
 // scope is one reconcile's working state: steps record their outcome here, and status is
@@ -57,6 +63,8 @@ type scope struct {
 	before     *v1beta1.KafkaChannelStatus
 	conn       *kafkaconn.Config
 	secretHash string
+	// features is config-features as read at the start of this reconcile.
+	features features.Flags
 	// retry asks for a timed requeue: something not watched (Kafka, a foreign object) may heal.
 	retry bool
 }
@@ -102,6 +110,7 @@ func (r *KafkaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request
 		r.reconcileChannelService,
 		r.reconcileAddress,
 		r.reconcileDeadLetterSink,
+		r.reconcilePolicies,
 	} {
 		// A step's error is an API failure worth a backoff retry; what a user must fix is a
 		// condition, not an error. Later steps still run so every condition is current.
@@ -147,8 +156,38 @@ func (r *KafkaChannelReconciler) kafkaConfig(ctx context.Context) (*kafkaconn.Co
 	return conn, "", nil
 }
 
+// featureFlags reads config-features from the operator namespace; absent means Knative's
+// defaults. The first return is a condition reason when it cannot be used.
+func (r *KafkaChannelReconciler) featureFlags(ctx context.Context) (features.Flags, string, error) {
+	cm := &corev1.ConfigMap{}
+	key := types.NamespacedName{Namespace: r.Config.OperatorNamespace, Name: features.ConfigMap}
+	if err := r.Get(ctx, key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return features.Default(), "", nil
+		}
+		return features.Default(), "FeaturesUnreadable", fmt.Errorf("reading the ConfigMap %s: %w", key, err)
+	}
+	f, err := features.Parse(cm.Data)
+	if err != nil {
+		return f, "FeaturesInvalid", fmt.Errorf("the ConfigMap %s is invalid: %w", key, err)
+	}
+	return f, "", nil
+}
+
 func (r *KafkaChannelReconciler) reconcileConfiguration(ctx context.Context, s *scope) error {
+	f, freason, ferr := r.featureFlags(ctx)
+	s.features = f
 	conn, reason, err := r.kafkaConfig(ctx)
+	if err == nil && ferr != nil {
+		// The Kafka part is usable: topic and data plane go ahead, but a security setting
+		// that cannot be read must not go unnoticed, so the channel is not Ready.
+		s.conn, s.secretHash = conn, conn.Hash()
+		s.set(v1beta1.ConditionConfigurationReady, metav1.ConditionFalse, freason, "%v", ferr)
+		if freason == "FeaturesUnreadable" {
+			return ferr
+		}
+		return nil
+	}
 	if err != nil {
 		s.set(v1beta1.ConditionConfigurationReady, metav1.ConditionFalse, reason, "%v", err)
 		if reason == "KafkaSecretUnreadable" {
@@ -333,19 +372,79 @@ func (r *KafkaChannelReconciler) reconcileChannelService(ctx context.Context, s 
 
 var errServiceConflict = errors.New("service exists and is not owned by this channel")
 
-func (r *KafkaChannelReconciler) reconcileAddress(_ context.Context, s *scope) error {
+// reconcileAddress publishes the channel's addresses as config-features asks: http alone
+// (disabled), http and https with http as the address (permissive), https alone (strict); with
+// OIDC each carries the channel's audience.
+func (r *KafkaChannelReconciler) reconcileAddress(ctx context.Context, s *scope) error {
 	ch := s.ch
 	if !meta.IsStatusConditionTrue(ch.Status.Conditions, v1beta1.ConditionChannelServiceReady) {
 		ch.Status.Address, ch.Status.Addresses = nil, nil
 		s.set(v1beta1.ConditionAddressable, metav1.ConditionFalse, "NoChannelService", "the channel Service is not in place")
 		return nil
 	}
-	addr := v1beta1.Addressable{Name: ptrTo("http"), URL: naming.ChannelURL(ch.Namespace, ch.Name)}
-	ch.Status.Address = &addr
-	ch.Status.Addresses = []v1beta1.Addressable{addr}
-	s.set(v1beta1.ConditionAddressable, metav1.ConditionTrue, "AddressSet", "events are accepted at %s", addr.URL)
+	var audience *string
+	if s.features.OIDC {
+		audience = ptrTo(naming.ChannelAudience(ch.Namespace, ch.Name))
+	}
+	httpAddr := v1beta1.Addressable{Name: ptrTo("http"), URL: naming.ChannelURL(ch.Namespace, ch.Name), Audience: audience}
+	if !s.features.HTTPS() {
+		ch.Status.Address, ch.Status.Addresses = &httpAddr, []v1beta1.Addressable{httpAddr}
+		s.set(v1beta1.ConditionAddressable, metav1.ConditionTrue, "AddressSet", "events are accepted at %s", httpAddr.URL)
+		return nil
+	}
+	ca, reason, err := r.receiverCA(ctx)
+	if err != nil {
+		// Permissive still works over http; strict has no usable address at all.
+		ch.Status.Address, ch.Status.Addresses = nil, nil
+		if s.features.HTTPAllowed() {
+			ch.Status.Address, ch.Status.Addresses = &httpAddr, []v1beta1.Addressable{httpAddr}
+		}
+		s.set(v1beta1.ConditionAddressable, metav1.ConditionFalse, reason,
+			"transport-encryption is %s but the receiver has no usable certificate: %v", s.features.TransportEncryption, err)
+		if reason == "TLSSecretUnreadable" {
+			return err
+		}
+		return nil
+	}
+	httpsAddr := v1beta1.Addressable{
+		Name:     ptrTo("https"),
+		URL:      naming.ChannelHTTPSURL(r.Config.OperatorNamespace, ch.Namespace, ch.Name),
+		CACerts:  &ca,
+		Audience: audience,
+	}
+	if s.features.HTTPAllowed() {
+		ch.Status.Address, ch.Status.Addresses = &httpAddr, []v1beta1.Addressable{httpAddr, httpsAddr}
+		s.set(v1beta1.ConditionAddressable, metav1.ConditionTrue, "AddressSet", "events are accepted at %s and %s", httpAddr.URL, httpsAddr.URL)
+		return nil
+	}
+	ch.Status.Address, ch.Status.Addresses = &httpsAddr, []v1beta1.Addressable{httpsAddr}
+	s.set(v1beta1.ConditionAddressable, metav1.ConditionTrue, "AddressSet", "events are accepted at %s (https only)", httpsAddr.URL)
 	return nil
 }
+
+// receiverCA reads the CA bundle of the receiver's certificate Secret. The second return is a
+// condition reason when there is none.
+func (r *KafkaChannelReconciler) receiverCA(ctx context.Context) (string, string, error) {
+	secret := &corev1.Secret{}
+	key := types.NamespacedName{Namespace: r.Config.OperatorNamespace, Name: r.Config.ReceiverTLSSecret}
+	if err := r.Get(ctx, key, secret); err != nil {
+		if apierrors.IsNotFound(err) {
+			return "", "TLSSecretNotFound", fmt.Errorf("the Secret %s does not exist (install the cert-manager component config/certmanager, or create it with tls.crt, tls.key and ca.crt)", key)
+		}
+		return "", "TLSSecretUnreadable", fmt.Errorf("reading the Secret %s: %w", key, err)
+	}
+	ca := secret.Data[receiverCAKey]
+	if len(secret.Data[receiver.TLSCertFile]) == 0 || len(secret.Data[receiver.TLSKeyFile]) == 0 {
+		return "", "TLSSecretInvalid", fmt.Errorf("the Secret %s lacks %s or %s", key, receiver.TLSCertFile, receiver.TLSKeyFile)
+	}
+	if !x509.NewCertPool().AppendCertsFromPEM(ca) {
+		return "", "TLSSecretInvalid", fmt.Errorf("the Secret %s has no PEM certificate in %s, the CA senders must trust", key, receiverCAKey)
+	}
+	return string(ca), "", nil
+}
+
+// receiverCAKey is where cert-manager puts the issuing CA in a certificate's Secret.
+const receiverCAKey = "ca.crt"
 
 // readyFrom lists the conditions Ready is derived from, in the order a user should fix them.
 var readyFrom = []string{
@@ -386,23 +485,42 @@ func summarize(s *scope) {
 // a merge patch clears what is gone; status.subscribers is absent, so the dispatchers' entries
 // are never touched.
 type ownedStatus struct {
-	ObservedGeneration     int64                 `json:"observedGeneration"`
-	Conditions             []metav1.Condition    `json:"conditions"`
-	Address                *v1beta1.Addressable  `json:"address"`
-	Addresses              []v1beta1.Addressable `json:"addresses"`
-	DeadLetterSinkURI      *string               `json:"deadLetterSinkUri"`
-	DeadLetterSinkCACerts  *string               `json:"deadLetterSinkCACerts"`
-	DeadLetterSinkAudience *string               `json:"deadLetterSinkAudience"`
+	ObservedGeneration     int64                           `json:"observedGeneration"`
+	Conditions             []metav1.Condition              `json:"conditions"`
+	Address                *ownedAddress                   `json:"address"`
+	Addresses              []v1beta1.Addressable           `json:"addresses"`
+	DeadLetterSinkURI      *string                         `json:"deadLetterSinkUri"`
+	DeadLetterSinkCACerts  *string                         `json:"deadLetterSinkCACerts"`
+	DeadLetterSinkAudience *string                         `json:"deadLetterSinkAudience"`
+	Policies               []v1beta1.AppliedEventPolicyRef `json:"policies"`
 }
 
 func owned(st *v1beta1.KafkaChannelStatus) ownedStatus {
 	return ownedStatus{
 		ObservedGeneration:     st.ObservedGeneration,
 		Conditions:             st.Conditions,
-		Address:                st.Address,
+		Address:                ownAddress(st.Address),
 		Addresses:              st.Addresses,
 		DeadLetterSinkURI:      st.DeadLetterSinkURI,
 		DeadLetterSinkCACerts:  st.DeadLetterSinkCACerts,
 		DeadLetterSinkAudience: st.DeadLetterSinkAudience,
+		Policies:               st.Policies,
 	}
+}
+
+// ownedAddress is status.address without omitempty: a merge patch merges objects key by key, so
+// a field that went away (CACerts when strict turns into disabled, audience when OIDC is turned
+// off) must be sent as null to be removed.
+type ownedAddress struct {
+	Name     *string `json:"name"`
+	URL      string  `json:"url"`
+	CACerts  *string `json:"CACerts"`
+	Audience *string `json:"audience"`
+}
+
+func ownAddress(a *v1beta1.Addressable) *ownedAddress {
+	if a == nil {
+		return nil
+	}
+	return &ownedAddress{Name: a.Name, URL: a.URL, CACerts: a.CACerts, Audience: a.Audience}
 }

@@ -3,7 +3,6 @@ package controllers
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"maps"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -12,9 +11,11 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/receiver"
 )
 
 // Annotations the manager writes on the objects it creates.
@@ -36,7 +37,7 @@ const (
 
 // DataPlaneConfigMaps are the Knative-style ConfigMaps mounted into data-plane pods; binaries
 // re-read them in place, so they are not part of the config hash.
-var DataPlaneConfigMaps = []string{observability.ConfigTracing, observability.ConfigObservability, observability.ConfigLogging}
+var DataPlaneConfigMaps = []string{observability.ConfigTracing, observability.ConfigObservability, observability.ConfigLogging, features.ConfigMap}
 
 // configHash combines the Secret's digest with the component's settings.
 func configHash(secretHash string, d DataPlane, c Config) string {
@@ -181,9 +182,30 @@ func mutateReceiver(dep *appsv1.Deployment, c Config, secretHash string) {
 	if dep.CreationTimestamp.IsZero() {
 		dep.Spec.Selector = selectorOf(selector)
 	}
-	ports := append([]corev1.ContainerPort{{Name: "http", ContainerPort: observability.IngressPort, Protocol: corev1.ProtocolTCP}}, metricsPorts()...)
-	dep.Spec.Template = podTemplate(c, c.Receiver, naming.ComponentReceiver, selector, nil, ports,
+	ports := append([]corev1.ContainerPort{
+		{Name: "http", ContainerPort: observability.IngressPort, Protocol: corev1.ProtocolTCP},
+		{Name: "https", ContainerPort: observability.IngressTLSPort, Protocol: corev1.ProtocolTCP},
+	}, metricsPorts()...)
+	env := []corev1.EnvVar{{Name: receiver.TLSDirEnv, Value: receiver.DefaultTLSDir}}
+	dep.Spec.Template = podTemplate(c, c.Receiver, naming.ComponentReceiver, selector, env, ports,
 		configHash(secretHash, c.Receiver, c))
+	// The certificate is optional: without it only the http port works, and with
+	// transport-encryption on the channel says why it is not addressable. It is re-read in
+	// place when cert-manager renews it, so it is no part of the config hash.
+	spec := &dep.Spec.Template.Spec
+	spec.Volumes = append(spec.Volumes, corev1.Volume{
+		Name: "receiver-tls",
+		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName: c.ReceiverTLSSecret,
+			Optional:   ptr.To(true),
+			Items: []corev1.KeyToPath{
+				{Key: receiver.TLSCertFile, Path: receiver.TLSCertFile},
+				{Key: receiver.TLSKeyFile, Path: receiver.TLSKeyFile},
+			},
+		}},
+	})
+	spec.Containers[0].VolumeMounts = append(spec.Containers[0].VolumeMounts,
+		corev1.VolumeMount{Name: "receiver-tls", MountPath: receiver.DefaultTLSDir, ReadOnly: true})
 	// A terminating pod stays in the Service's endpoints until kube-proxy and every sender
 	// notice; sleeping before SIGTERM lets them, so a rollout refuses no new connection. The
 	// receiver then drains for up to 25 s (--shutdown-grace), inside the grace period.
@@ -197,7 +219,8 @@ func mutateReceiver(dep *appsv1.Deployment, c Config, secretHash string) {
 const receiverDrainDelaySeconds = 5
 
 // mutateReceiverService serves events on port 80 (what channel addresses resolve to, through
-// their ExternalName Services) and metrics.
+// their ExternalName Services), on 443 over https (channels' https addresses name this Service
+// directly, so one certificate serves every channel) and metrics.
 func mutateReceiverService(svc *corev1.Service) {
 	selector := receiverLabels()
 	svc.Labels = mergeLabels(svc.Labels, selector)
@@ -205,6 +228,7 @@ func mutateReceiverService(svc *corev1.Service) {
 	svc.Spec.Selector = selector
 	svc.Spec.Ports = []corev1.ServicePort{
 		{Name: "http", Port: 80, TargetPort: intstr.FromString("http"), Protocol: corev1.ProtocolTCP},
+		{Name: "https", Port: 443, TargetPort: intstr.FromString("https"), Protocol: corev1.ProtocolTCP},
 		{Name: "metrics", Port: observability.MetricsPort, TargetPort: intstr.FromString("metrics"), Protocol: corev1.ProtocolTCP},
 	}
 }
@@ -219,9 +243,7 @@ func mutateChannelService(svc *corev1.Service, c Config, namespace, name string)
 	}
 }
 
-func receiverHost(c Config) string {
-	return fmt.Sprintf("%s.%s.svc.cluster.local", naming.ReceiverName, c.OperatorNamespace)
-}
+func receiverHost(c Config) string { return naming.ReceiverHost(c.OperatorNamespace) }
 
 type labelled interface {
 	GetLabels() map[string]string

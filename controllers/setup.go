@@ -50,7 +50,7 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			return o.GetNamespace() == r.Config.OperatorNamespace && slices.Contains(names, o.GetName())
 		})
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("kafkachannel").
 		// Dispatchers write status.subscribers often; those writes need no reconcile.
 		For(&v1beta1.KafkaChannel{}, builder.WithPredicates(predicate.Or(
@@ -59,10 +59,10 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.mapManaged)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapManaged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
-			builder.WithPredicates(inOperatorNS(r.Config.SecretName))).
+			builder.WithPredicates(inOperatorNS(r.Config.SecretName, r.Config.ReceiverTLSSecret))).
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
-			builder.WithPredicates(inOperatorNS(DataPlaneConfigMaps...))).
-		Complete(r)
+			builder.WithPredicates(inOperatorNS(DataPlaneConfigMaps...)))
+	return r.watchPolicies(mgr, b).Complete(r)
 }
 
 // deletionStarted lets through the update that sets deletionTimestamp.
@@ -87,8 +87,14 @@ func (r *KafkaChannelReconciler) mapManaged(ctx context.Context, o client.Object
 }
 
 func (r *KafkaChannelReconciler) allChannels(ctx context.Context, _ client.Object) []reconcile.Request {
+	return r.channelRequests(ctx)
+}
+
+// channelRequests lists the KafkaChannels (of one namespace, with client.InNamespace) to
+// re-reconcile them.
+func (r *KafkaChannelReconciler) channelRequests(ctx context.Context, opts ...client.ListOption) []reconcile.Request {
 	list := &v1beta1.KafkaChannelList{}
-	if err := r.List(ctx, list); err != nil {
+	if err := r.List(ctx, list, opts...); err != nil {
 		logf.FromContext(ctx).Error(err, "listing KafkaChannels to re-reconcile them")
 		return nil
 	}

@@ -58,8 +58,9 @@ func TestMain(m *testing.M) {
 	_ = v1beta1.AddToScheme(testSchem)
 	_ = v1alpha1.AddToScheme(testSchem)
 	env := &envtest.Environment{
-		// testdata/crd: a minimal Knative Subscription CRD for ResetOffsets that name one.
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("testdata", "crd")},
+		// testdata/crd: a minimal Knative Subscription CRD for ResetOffsets that name one; test/crds:
+		// a minimal EventPolicy CRD.
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("testdata", "crd"), filepath.Join("..", "test", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	var err error

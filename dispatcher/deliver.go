@@ -52,11 +52,14 @@ const codeClassReplyTooLarge = "reply_too_large"
 
 const tracerName = "github.com/kafkachannel/kafkachannel/dispatcher"
 
-// destination is one URL events are POSTed to, with the client that trusts its CAs.
+// destination is one URL events are POSTed to, with the client that trusts its CAs, and the
+// OIDC audience and service account its requests are authenticated with (secureRequest).
 type destination struct {
-	kind   string
-	uri    string
-	client *http.Client
+	kind           string
+	uri            string
+	client         *http.Client
+	audience       string
+	serviceAccount string
 }
 
 // outcome is the last attempt of a delivery.
@@ -133,6 +136,9 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", ev.ID(), dst.uri, err), reason: "error"}, nil
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+	if err := s.secureRequest(actx, dst, req); err != nil {
+		return outcome{err: err, reason: "error"}, nil
+	}
 	resp, err := dst.client.Do(req)
 	if err != nil {
 		reason, err := classify(err, dst, ctx)

@@ -24,6 +24,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 )
 
@@ -97,6 +98,11 @@ type Config struct {
 	SessionTimeout, HeartbeatInterval, RebalanceTimeout, JoinGroupBackoff time.Duration
 	// PartitionWatchInterval is how often the topic is checked for added partitions.
 	PartitionWatchInterval time.Duration
+
+	// Features is config-features, followed live; nil means its defaults.
+	Features *features.Live
+	// Tokens provides OIDC tokens for destinations with an audience; nil sends none.
+	Tokens TokenSource
 }
 
 // Channel is the part of a KafkaChannel the dispatcher acts on.
@@ -109,6 +115,8 @@ type Channel struct {
 	DeadLetterSinkURI string
 	// DeadLetterSinkCACerts is status.deadLetterSinkCACerts.
 	DeadLetterSinkCACerts string
+	// DeadLetterSinkAudience is status.deadLetterSinkAudience.
+	DeadLetterSinkAudience string
 	// Unordered allows several deliveries in flight per partition.
 	Unordered bool
 	// Paused are subscribers (uid -> ResetOffset token) that run no consumer group member
@@ -129,6 +137,9 @@ func ChannelFrom(kc *v1beta1.KafkaChannel) Channel {
 	}
 	if kc.Status.DeadLetterSinkCACerts != nil {
 		c.DeadLetterSinkCACerts = *kc.Status.DeadLetterSinkCACerts
+	}
+	if kc.Status.DeadLetterSinkAudience != nil {
+		c.DeadLetterSinkAudience = *kc.Status.DeadLetterSinkAudience
 	}
 	return c
 }
@@ -431,12 +442,19 @@ func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subC
 		return nil, err
 	}
 	cfg := &subConfig{uid: spec.UID, generation: spec.Generation, policy: pol, unordered: c.Unordered}
-	mk := func(kind string, uri, ca *string, field string) (destination, error) {
-		dst := destination{kind: kind}
+	sa := ""
+	if spec.Auth != nil && spec.Auth.ServiceAccountName != nil {
+		sa = *spec.Auth.ServiceAccountName
+	}
+	mk := func(kind string, uri, ca *string, field string, audience *string) (destination, error) {
+		dst := destination{kind: kind, serviceAccount: sa}
 		if uri == nil || *uri == "" {
 			return dst, nil
 		}
 		dst.uri = *uri
+		if audience != nil {
+			dst.audience = *audience
+		}
 		pem := ""
 		if ca != nil {
 			pem = *ca
@@ -448,22 +466,23 @@ func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subC
 		dst.client = cl
 		return dst, nil
 	}
-	if cfg.subscriber, err = mk(destSubscriber, spec.SubscriberURI, spec.SubscriberCACerts, "subscriberCACerts"); err != nil {
+	if cfg.subscriber, err = mk(destSubscriber, spec.SubscriberURI, spec.SubscriberCACerts, "subscriberCACerts", spec.SubscriberAudience); err != nil {
 		return nil, err
 	}
-	if cfg.reply, err = mk(destReply, spec.ReplyURI, spec.ReplyCACerts, "replyCACerts"); err != nil {
+	if cfg.reply, err = mk(destReply, spec.ReplyURI, spec.ReplyCACerts, "replyCACerts", spec.ReplyAudience); err != nil {
 		return nil, err
 	}
 	if cfg.subscriber.uri == "" && cfg.reply.uri == "" {
 		return nil, fmt.Errorf("subscriber %s has neither subscriberUri nor replyUri", spec.UID)
 	}
-	var dlsURI, dlsCA *string
+	var dlsURI, dlsCA, dlsAudience *string
 	if spec.Delivery != nil && spec.Delivery.DeadLetterSink != nil && spec.Delivery.DeadLetterSink.URI != nil {
-		dlsURI, dlsCA = spec.Delivery.DeadLetterSink.URI, spec.Delivery.DeadLetterSink.CACerts
+		dls := spec.Delivery.DeadLetterSink
+		dlsURI, dlsCA, dlsAudience = dls.URI, dls.CACerts, dls.Audience
 	} else if c.DeadLetterSinkURI != "" {
-		dlsURI, dlsCA = &c.DeadLetterSinkURI, &c.DeadLetterSinkCACerts
+		dlsURI, dlsCA, dlsAudience = &c.DeadLetterSinkURI, &c.DeadLetterSinkCACerts, &c.DeadLetterSinkAudience
 	}
-	if cfg.deadLetter, err = mk(destDeadLetter, dlsURI, dlsCA, "deadLetterSink CACerts"); err != nil {
+	if cfg.deadLetter, err = mk(destDeadLetter, dlsURI, dlsCA, "deadLetterSink CACerts", dlsAudience); err != nil {
 		return nil, err
 	}
 	return cfg, nil

@@ -20,6 +20,8 @@ type Channel struct {
 	Name      string
 	// Topic is where the channel's events are written.
 	Topic string
+	// Labels are the channel's labels, which EventPolicies may select it by.
+	Labels map[string]string
 	// Ready is true when the topic exists (the TopicReady condition is True) and the channel is
 	// not being deleted; events for a channel that is not ready get 503 and NotReadyReason.
 	Ready          bool
@@ -49,6 +51,7 @@ func ChannelFromObject(kc *v1beta1.KafkaChannel) Channel {
 		Namespace: kc.Namespace,
 		Name:      kc.Name,
 		Topic:     naming.Topic(kc.Namespace, kc.Name),
+		Labels:    kc.Labels,
 	}
 	cond := meta.FindStatusCondition(kc.Status.Conditions, v1beta1.ConditionTopicReady)
 	switch {

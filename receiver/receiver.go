@@ -7,6 +7,10 @@
 //     "<svc>.<ns>", with or without a port) or the path "/<namespace>/<name>" on any host selects
 //     the channel; unknown channel: 404
 //   - POST only, anything else: 405 with "Allow: POST"
+//   - plain http while config-features' transport-encryption is strict: 403 (https only)
+//   - with authentication-oidc enabled: no valid service-account token for the channel's
+//     audience: 401; a sender no EventPolicy of the channel (or, without any, the default
+//     authorization mode) admits: 403, and nothing is written
 //   - the channel's topic is not ready (TopicReady not True) or it is being deleted: 503
 //   - a body over Config.MaxBodyBytes: 413
 //   - batched mode (application/cloudevents-batch+json): 415, since a batch could only be
@@ -20,6 +24,7 @@ package receiver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -37,9 +42,11 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/oidc"
 )
 
 // Defaults of Config.
@@ -68,6 +75,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// ProduceTimeout bounds the wait for Kafka; default DefaultProduceTimeout.
 	ProduceTimeout time.Duration
+	// Features is config-features, followed live; nil means its defaults.
+	Features *features.Live
+	// TLS, when set, is the configuration of the https listener (Run's tlsAddr, StartTLS).
+	TLS *tls.Config
+	// Auth authenticates and authorizes senders while authentication-oidc is enabled.
+	Auth *Auth
 }
 
 // Receiver is the event endpoint. It is an http.Handler; Start/Serve and Shutdown run it as a
@@ -79,10 +92,11 @@ type Receiver struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
 
-	mu     sync.Mutex
-	srv    *http.Server
-	addr   net.Addr
-	closed bool
+	mu      sync.Mutex
+	srvs    []*http.Server
+	addr    net.Addr
+	tlsAddr net.Addr
+	closed  bool
 
 	shutdownOnce sync.Once
 	closeErr     error
@@ -153,6 +167,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if code == http.StatusMethodNotAllowed {
 		w.Header().Set("Allow", http.MethodPost)
 	}
+	if code == http.StatusUnauthorized {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="kafkachannel"`)
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(code)
@@ -170,6 +187,19 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 		return rej.code, rej.reason
 	}
 	*channel = ch.Key()
+	f := r.features()
+	if req.TLS == nil && !f.HTTPAllowed() {
+		return http.StatusForbidden, fmt.Sprintf("channel %s accepts events over https only (transport-encryption is strict): send to its https address in status.address", ch.Key())
+	}
+	var sender oidc.Identity
+	if f.OIDC {
+		// Before the body is read: an unauthenticated sender costs no more than its headers.
+		var code int
+		var reason string
+		if sender, code, reason = r.authenticate(ctx, req, ch); code != 0 {
+			return code, reason
+		}
+	}
 	if !ch.Ready {
 		return http.StatusServiceUnavailable, fmt.Sprintf("channel %s is not ready to accept events: %s", ch.Key(), ch.NotReadyReason)
 	}
@@ -180,6 +210,12 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 	e, rej := decodeEvent(ctx, req, body)
 	if rej != nil {
 		return rej.code, rej.reason
+	}
+	if f.OIDC {
+		// After decoding: EventPolicy filters look at the event's attributes.
+		if code, reason := r.authorize(sender, ch, e, f); code != 0 {
+			return code, reason
+		}
 	}
 	return r.produce(ctx, ch, e)
 }
@@ -225,6 +261,13 @@ func (r *Receiver) produce(ctx context.Context, ch Channel, e *event.Event) (int
 	return http.StatusAccepted, ""
 }
 
+func (r *Receiver) features() features.Flags {
+	if r.cfg.Features == nil {
+		return features.Default()
+	}
+	return r.cfg.Features.Get()
+}
+
 // Start listens on addr (":8080", "127.0.0.1:0") and serves in the background; it returns once
 // the port is bound. Addr tells the bound address.
 func (r *Receiver) Start(addr string) error {
@@ -240,8 +283,28 @@ func (r *Receiver) Start(addr string) error {
 	return nil
 }
 
+// StartTLS is Start for the https listener with Config.TLS; TLSAddr tells the bound address.
+func (r *Receiver) StartTLS(addr string) error {
+	if r.cfg.TLS == nil {
+		return errors.New("receiver: StartTLS needs Config.TLS")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("receiver listening for https on %s: %w", addr, err)
+	}
+	go func() {
+		if err := r.serve(ln, true); err != nil {
+			r.log.Error(err, "receiver stopped serving https")
+		}
+	}()
+	return nil
+}
+
 // Serve serves events on ln until Shutdown; it returns nil after a Shutdown.
-func (r *Receiver) Serve(ln net.Listener) error {
+func (r *Receiver) Serve(ln net.Listener) error { return r.serve(ln, false) }
+
+// serve serves on ln, over TLS with Config.TLS when secure.
+func (r *Receiver) serve(ln net.Listener, secure bool) error {
 	srv := &http.Server{
 		Handler:           r,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -255,12 +318,26 @@ func (r *Receiver) Serve(ln net.Listener) error {
 		_ = ln.Close()
 		return errors.New("receiver: Serve after Shutdown")
 	}
-	r.srv, r.addr = srv, ln.Addr()
+	r.srvs = append(r.srvs, srv)
+	if secure {
+		r.tlsAddr = ln.Addr()
+		srv.TLSConfig = r.cfg.TLS
+		ln = tls.NewListener(ln, r.cfg.TLS)
+	} else {
+		r.addr = ln.Addr()
+	}
 	r.mu.Unlock()
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("receiver serving on %s: %w", ln.Addr(), err)
 	}
 	return nil
+}
+
+// TLSAddr is the address StartTLS or Run serve https on, nil before.
+func (r *Receiver) TLSAddr() net.Addr {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tlsAddr
 }
 
 // Addr is the address Start or Serve listens on, nil before.
@@ -270,18 +347,33 @@ func (r *Receiver) Addr() net.Addr {
 	return r.addr
 }
 
-// Run serves on addr until ctx ends, then shuts down gracefully within grace.
-func (r *Receiver) Run(ctx context.Context, addr string, grace time.Duration) error {
+// Run serves on addr (and https on tlsAddr, when given, with Config.TLS) until ctx ends, then
+// shuts down gracefully within grace.
+func (r *Receiver) Run(ctx context.Context, addr, tlsAddr string, grace time.Duration) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("receiver listening on %s: %w", addr, err)
 	}
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
+	if tlsAddr != "" {
+		if r.cfg.TLS == nil {
+			_ = ln.Close()
+			return errors.New("receiver: https needs Config.TLS")
+		}
+		tln, err := net.Listen("tcp", tlsAddr)
+		if err != nil {
+			_ = ln.Close()
+			return fmt.Errorf("receiver listening for https on %s: %w", tlsAddr, err)
+		}
+		go func() { errc <- r.serve(tln, true) }()
+	}
 	go func() { errc <- r.Serve(ln) }()
 	select {
 	case err := <-errc:
-		_ = r.cfg.Writer.Close()
-		return err
+		// One listener failed: stop the other too, the pod restarts whole.
+		sctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		return errors.Join(err, r.Shutdown(sctx))
 	case <-ctx.Done():
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -296,10 +388,10 @@ func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.shutdownOnce.Do(func() {
 		r.mu.Lock()
 		r.closed = true
-		srv := r.srv
+		srvs := r.srvs
 		r.mu.Unlock()
 		var errs []error
-		if srv != nil {
+		for _, srv := range srvs {
 			if err := srv.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("waiting for requests in flight: %w", err))
 			}

@@ -640,7 +640,7 @@ func TestRunStopsWithContext(t *testing.T) {
 	_ = ln.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- r.Run(ctx, addr, 10*time.Second) }()
+	go func() { done <- r.Run(ctx, addr, "", 10*time.Second) }()
 	url := "http://" + addr + naming.ChannelPath("run", "events")
 	waitFor(t, 10*time.Second, "Run to serve", func() error {
 		resp, err := http.DefaultClient.Do(request(t, url, newEvent("1.0", "run"), false))

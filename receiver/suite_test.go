@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -37,6 +38,8 @@ import (
 var (
 	k8s      client.Client
 	channels *Index
+	// restCfg reaches the apiserver as an administrator (token requests, OIDC discovery).
+	restCfg *rest.Config
 )
 
 // noEnv says why the tests that need the apiserver skip; empty when it runs.
@@ -57,7 +60,7 @@ func TestMain(m *testing.M) {
 		os.Exit(m.Run())
 	}
 	env := &envtest.Environment{
-		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join("..", "config", "crd", "bases"), filepath.Join("..", "test", "crds")},
 		ErrorIfCRDPathMissing: true,
 	}
 	cfg, err := env.Start()
@@ -65,6 +68,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "starting envtest:", err)
 		os.Exit(1)
 	}
+	restCfg = cfg
 	code := func() int {
 		defer func() { _ = env.Stop() }()
 		scheme := runtime.NewScheme()

@@ -56,8 +56,8 @@ type Destination struct {
 	// CACerts is a PEM bundle of CA certificates to trust when the destination is https.
 	// +optional
 	CACerts *string `json:"CACerts,omitempty"`
-	// Audience is the OIDC audience of the destination. Accepted and kept; this channel does
-	// not send OIDC tokens.
+	// Audience is the OIDC audience of the destination: with authentication-oidc enabled the
+	// dispatcher sends it a token for this audience.
 	// +optional
 	Audience *string `json:"audience,omitempty"`
 }
@@ -129,7 +129,8 @@ type SubscriberSpec struct {
 	// SubscriberCACerts is a PEM bundle of CA certificates trusted for an https subscriberUri.
 	// +optional
 	SubscriberCACerts *string `json:"subscriberCACerts,omitempty"`
-	// SubscriberAudience is the OIDC audience of the subscriber (accepted and kept; not used).
+	// SubscriberAudience is the OIDC audience of the subscriber: with authentication-oidc
+	// enabled the dispatcher sends it a token of auth's service account for this audience.
 	// +optional
 	SubscriberAudience *string `json:"subscriberAudience,omitempty"`
 	// ReplyURI receives the events the subscriber answers with (absolute http or https URL).
@@ -140,13 +141,14 @@ type SubscriberSpec struct {
 	// ReplyCACerts is a PEM bundle of CA certificates trusted for an https replyUri.
 	// +optional
 	ReplyCACerts *string `json:"replyCACerts,omitempty"`
-	// ReplyAudience is the OIDC audience of the reply destination (accepted and kept; not used).
+	// ReplyAudience is the OIDC audience of the reply destination (tokens as for the subscriber).
 	// +optional
 	ReplyAudience *string `json:"replyAudience,omitempty"`
 	// Delivery overrides the channel's delivery spec for this subscriber.
 	// +optional
 	Delivery *DeliverySpec `json:"delivery,omitempty"`
-	// Auth is the OIDC identity of the subscription (accepted and kept; not used).
+	// Auth is the OIDC identity of the subscription: the service account (in the channel's
+	// namespace) whose tokens the dispatcher presents to the subscriber, reply and dead-letter sink.
 	// +optional
 	Auth *AuthStatus `json:"auth,omitempty"`
 }

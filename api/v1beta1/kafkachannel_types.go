@@ -108,6 +108,23 @@ type KafkaChannelStatus struct {
 	// DeadLetterSinkAudience is the OIDC audience of the dead-letter sink.
 	// +optional
 	DeadLetterSinkAudience *string `json:"deadLetterSinkAudience,omitempty"`
+
+	// Policies lists the EventPolicies that apply to the channel while authentication-oidc is
+	// enabled (Knative duck v1 AppliedEventPoliciesStatus); the receiver admits only senders
+	// one of them allows.
+	// +optional
+	// +listType=atomic
+	Policies []AppliedEventPolicyRef `json:"policies,omitempty"`
+}
+
+// AppliedEventPolicyRef names an EventPolicy that applies to the channel.
+type AppliedEventPolicyRef struct {
+	// APIVersion of the EventPolicy, eventing.knative.dev/v1alpha1.
+	// +optional
+	APIVersion string `json:"apiVersion,omitempty"`
+	// Name of the EventPolicy, in the channel's namespace.
+	// +optional
+	Name string `json:"name,omitempty"`
 }
 
 // KafkaChannel is a Knative Channel whose events live in an Apache Kafka topic.

@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
@@ -26,9 +27,11 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
 	"github.com/kafkachannel/kafkachannel/dispatcher/kube"
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/oidc"
 )
 
 type options struct {
@@ -103,6 +106,15 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		return fmt.Errorf("creating the Kubernetes client: %w", err)
 	}
 
+	// config-features applies live: strict transport encryption and OIDC tokens per delivery.
+	configDir := os.Getenv(observability.ConfigDirEnv)
+	if configDir == "" {
+		configDir = observability.DefaultConfigDir
+	}
+	clientset, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("creating the Kubernetes clientset: %w", err)
+	}
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers:          kc.Brokers,
 		Dialer:           kc.Dialer(),
@@ -117,6 +129,8 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		CommitInterval:   o.commitInterval,
 		DrainTimeout:     o.drainTimeout,
 		SessionTimeout:   o.sessionTimeout,
+		Features:         features.Watch(ctx, configDir, 0, log),
+		Tokens:           &oidc.TokenProvider{Client: clientset},
 	})
 	if err != nil {
 		return err

@@ -4,11 +4,13 @@
 //
 // Environment: KAFKA_SECRET_DIR (the mounted Kafka Secret, default /etc/kafka-secret),
 // POD_NAME and POD_NAMESPACE (for logs), KAFKACHANNEL_PORT_MAP (observability.Addr).
-// Ports: events on 8080, /metrics /healthz /readyz on 8081.
+// Ports: events on 8080 (http) and 8443 (https, with the certificate mounted at --tls-dir),
+// /metrics /healthz /readyz on 8081. config-features (under CONFIG_DIR) is followed live.
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -19,8 +21,10 @@ import (
 	ctrlconfig "sigs.k8s.io/controller-runtime/pkg/client/config"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/oidc"
 	"github.com/kafkachannel/kafkachannel/receiver"
 )
 
@@ -32,6 +36,7 @@ type options struct {
 	produceTimeout time.Duration
 	shutdownGrace  time.Duration
 	logLevel       string
+	tlsDir         string
 }
 
 func main() {
@@ -48,6 +53,8 @@ func main() {
 	flag.DurationVar(&o.shutdownGrace, "shutdown-grace", 25*time.Second,
 		"on SIGTERM, how long requests in flight may take to finish")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	flag.StringVar(&o.tlsDir, "tls-dir", tlsDirDefault(),
+		"directory of the mounted certificate Secret (tls.crt, tls.key) served on the https port (env RECEIVER_TLS_DIR)")
 	flag.Parse()
 
 	if err := run(o); err != nil {
@@ -93,6 +100,24 @@ func run(o options) error {
 		BatchSize:    o.batchSize,
 		MaxBodyBytes: o.maxBodyBytes,
 	})
+	// Sender authentication (authentication-oidc): tokens are checked against the apiserver's
+	// service-account issuer, senders against the EventPolicies of their channel.
+	keys, err := oidc.NewAPIServerKeys(restCfg)
+	if err != nil {
+		return err
+	}
+	auth := &receiver.Auth{Verifier: &oidc.Verifier{Source: keys}}
+	switch auth.Policies, err = receiver.WatchPolicies(ctx, restCfg); {
+	case errors.Is(err, receiver.ErrNoEventPolicyAPI):
+		log.Info("EventPolicies are not installed: with authentication-oidc, default-authorization-mode decides for every channel")
+	case err != nil:
+		return err
+	}
+	configDir := os.Getenv(observability.ConfigDirEnv)
+	if configDir == "" {
+		configDir = observability.DefaultConfigDir
+	}
+	feats := features.Watch(ctx, configDir, 0, log)
 	rcv, err := receiver.New(receiver.Config{
 		Channels:       idx,
 		Writer:         writer,
@@ -101,19 +126,31 @@ func run(o options) error {
 		Log:            log,
 		MaxBodyBytes:   o.maxBodyBytes,
 		ProduceTimeout: o.produceTimeout,
+		Features:       feats,
+		Auth:           auth,
+		// https is always served: config-features may turn encryption on at any time, and
+		// the certificate (rotated in place) may arrive after the pod started.
+		TLS: receiver.NewCertReloader(o.tlsDir).TLSConfig(),
 	})
 	if err != nil {
 		return err
 	}
-	addr := observability.Addr(observability.IngressPort)
-	log.Info("receiving events", "addr", addr)
+	addr, tlsAddr := observability.Addr(observability.IngressPort), observability.Addr(observability.IngressTLSPort)
+	log.Info("receiving events", "addr", addr, "tlsAddr", tlsAddr, "tlsDir", o.tlsDir)
 	go func() {
 		<-ctx.Done()
 		log.Info("shutting down: finishing requests in flight and flushing the Kafka writer")
 	}()
-	if err := rcv.Run(ctx, addr, o.shutdownGrace); err != nil {
+	if err := rcv.Run(ctx, addr, tlsAddr, o.shutdownGrace); err != nil {
 		return fmt.Errorf("shutting down: %w", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+func tlsDirDefault() string {
+	if d := os.Getenv(receiver.TLSDirEnv); d != "" {
+		return d
+	}
+	return receiver.DefaultTLSDir
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/http"
@@ -22,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/certs"
 	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -108,15 +111,30 @@ func TestBinary(t *testing.T) {
 	_ = os.WriteFile(filepath.Join(secretDir, "brokers"), []byte(k.BootstrapServers()), 0o600)
 	kubeconfigPath := filepath.Join(dir, "kubeconfig")
 	_ = os.WriteFile(kubeconfigPath, kubeconfig, 0o600)
-	ingress, metrics, profiling := freePort(t), freePort(t), freePort(t)
+	ingress, ingressTLS, metrics, profiling := freePort(t), freePort(t), freePort(t), freePort(t)
+	// The certificate Secret as mounted (cert-manager's kubernetes.io/tls keys).
+	ca, err := certs.NewCA("receiver CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.Issue("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsDir := filepath.Join(dir, "tls")
+	_ = os.MkdirAll(tlsDir, 0o755)
+	_ = os.WriteFile(filepath.Join(tlsDir, "tls.crt"), certPEM, 0o600)
+	_ = os.WriteFile(filepath.Join(tlsDir, "tls.key"), keyPEM, 0o600)
 
 	cmd := exec.Command(bin, "--kubeconfig", kubeconfigPath)
 	cmd.Env = append(os.Environ(),
 		"KAFKA_SECRET_DIR="+secretDir,
 		"CONFIG_DIR="+filepath.Join(dir, "config"),
+		"RECEIVER_TLS_DIR="+tlsDir,
 		"POD_NAME=receiver-0", "POD_NAMESPACE=knative-eventing",
-		fmt.Sprintf("%s=%d=%d,%d=%d,%d=%d", observability.PortMapEnv,
-			observability.IngressPort, ingress, observability.MetricsPort, metrics, observability.ProfilingPort, profiling),
+		fmt.Sprintf("%s=%d=%d,%d=%d,%d=%d,%d=%d", observability.PortMapEnv,
+			observability.IngressPort, ingress, observability.IngressTLSPort, ingressTLS,
+			observability.MetricsPort, metrics, observability.ProfilingPort, profiling),
 	)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
@@ -170,6 +188,24 @@ func TestBinary(t *testing.T) {
 		t.Fatalf("POST to the channel's address: %d, want 202", resp.StatusCode)
 	}
 
+	// The https port serves the mounted certificate.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.CertPEM)
+	tlsClient := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("https://127.0.0.1:%d%s", ingressTLS, naming.ChannelPath("default", "bin")), strings.NewReader("hi"))
+	req.Header.Set("ce-specversion", "1.0")
+	req.Header.Set("ce-id", "bin-2")
+	req.Header.Set("ce-source", "/test")
+	req.Header.Set("ce-type", "t")
+	tresp, err := tlsClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST over https: %v", err)
+	}
+	_ = tresp.Body.Close()
+	if tresp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST over https: %d, want 202", tresp.StatusCode)
+	}
+
 	mresp, err := http.Get(admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -177,7 +213,7 @@ func TestBinary(t *testing.T) {
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(mresp.Body)
 	_ = mresp.Body.Close()
-	if !strings.Contains(body.String(), `kafkachannel_receiver_events_total{channel="default/bin",code="202"} 1`) {
+	if !strings.Contains(body.String(), `kafkachannel_receiver_events_total{channel="default/bin",code="202"} 2`) {
 		t.Errorf("/metrics does not count the event:\n%s", body.String())
 	}
 

@@ -85,11 +85,15 @@ type Stack struct {
 	KafkaSecret map[string][]byte
 	// ReceiverURL is the base URL of the receiver Service: channels at ReceiverURL/<ns>/<name>.
 	ReceiverURL string
-	Node        *Node
+	// ReceiverTLSURL is the receiver Service's https port on 127.0.0.1; its certificate is
+	// signed by the CA in ReceiverCAFile.
+	ReceiverTLSURL string
+	Node           *Node
 
 	env        *envtest.Environment
 	cancelNode context.CancelFunc
 	proxy      *http.Server
+	tlsProxy   *tlsPassthrough
 	managerMu  sync.Mutex
 	manager    *supervised
 	managerEnv map[string]string
@@ -146,6 +150,9 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err := s.applyConfig(ctx); err != nil {
 		return s, err
 	}
+	if err := s.applyReceiverTLS(ctx); err != nil {
+		return s, err
+	}
 	nodeCtx, cancel := context.WithCancel(context.Background())
 	s.cancelNode = cancel
 	s.Node = &Node{
@@ -156,6 +163,9 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 		return s, err
 	}
 	if err := s.startReceiverProxy(); err != nil {
+		return s, err
+	}
+	if err := s.startReceiverTLSProxy(); err != nil {
 		return s, err
 	}
 	if err := s.startManager(ctx); err != nil {
@@ -545,6 +555,8 @@ func (s *Stack) WriteEnv(ready bool) error {
 	fmt.Fprintf(&b, "KUBECONFIG=%s\n", s.Kubeconfig)
 	fmt.Fprintf(&b, "KAFKA_BOOTSTRAP_SERVERS=%s\n", strings.Join(s.Brokers, ","))
 	fmt.Fprintf(&b, "RECEIVER_URL=%s\n", s.ReceiverURL)
+	fmt.Fprintf(&b, "RECEIVER_TLS_URL=%s\n", s.ReceiverTLSURL)
+	fmt.Fprintf(&b, "RECEIVER_CA_FILE=%s\n", s.ReceiverCAFile())
 	fmt.Fprintf(&b, "OPERATOR_NAMESPACE=%s\n", s.Opts.OperatorNamespace)
 	if ready {
 		b.WriteString("READY=1\n")
@@ -572,6 +584,9 @@ func (s *Stack) Stop() {
 	}
 	if s.proxy != nil {
 		_ = s.proxy.Close()
+	}
+	if s.tlsProxy != nil {
+		s.tlsProxy.close()
 	}
 	if s.env != nil {
 		if err := s.env.Stop(); err != nil {

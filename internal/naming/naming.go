@@ -76,6 +76,23 @@ func ChannelURL(namespace, name string) string {
 	return "http://" + ChannelHost(namespace, name)
 }
 
+// ReceiverHost is the receiver Service's host name in the operator namespace: the host of
+// every channel's https address, so one certificate (for this name) serves all channels.
+func ReceiverHost(operatorNamespace string) string {
+	return fmt.Sprintf("%s.%s.svc.cluster.local", ReceiverName, operatorNamespace)
+}
+
+// ChannelHTTPSURL is a channel's https address: the receiver's host and the channel's path.
+func ChannelHTTPSURL(operatorNamespace, namespace, name string) string {
+	return "https://" + ReceiverHost(operatorNamespace) + ChannelPath(namespace, name)
+}
+
+// ChannelAudience is the OIDC audience of a channel's address, in Knative's form
+// (<group>/<kind>/<namespace>/<name>, lower case): a sender's token must be issued for it.
+func ChannelAudience(namespace, name string) string {
+	return strings.ToLower("messaging.knative.dev/kafkachannel/" + namespace + "/" + name)
+}
+
 // ChannelPath is the path form of a channel's address on the receiver, for clients that cannot
 // set the Host header.
 func ChannelPath(namespace, name string) string {

@@ -44,6 +44,9 @@ func TestWellKnownNames(t *testing.T) {
 		{ChannelServiceName("ch"), "ch-kn-channel"},
 		{ChannelURL("ns", "ch"), "http://ch-kn-channel.ns.svc.cluster.local"},
 		{ChannelPath("ns", "ch"), "/ns/ch"},
+		{ReceiverHost("knative-eventing"), "kafkachannel-receiver.knative-eventing.svc.cluster.local"},
+		{ChannelHTTPSURL("knative-eventing", "ns", "ch"), "https://kafkachannel-receiver.knative-eventing.svc.cluster.local/ns/ch"},
+		{ChannelAudience("ns", "ch"), "messaging.knative.dev/kafkachannel/ns/ch"},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {

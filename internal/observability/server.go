@@ -28,6 +28,9 @@ const (
 	MetricsPort = 8081
 	// IngressPort is the receiver's event endpoint.
 	IngressPort = 8080
+	// IngressTLSPort is the receiver's event endpoint over https (config-features'
+	// transport-encryption permissive or strict).
+	IngressTLSPort = 8443
 	// ProfilingPort serves /debug/pprof while config-observability enables it.
 	ProfilingPort = 8008
 )

@@ -10,6 +10,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 )
 
@@ -46,16 +47,21 @@ func TestConfigurationReferenceCoversTheCode(t *testing.T) {
 		}
 	}
 
-	// ConfigMap keys the observability package parses.
-	for _, m := range regexp.MustCompile(`data\["([a-z.-]+)"\]`).FindAllStringSubmatch(read(t, "internal/observability/config.go"), -1) {
-		want = append(want, m[1])
+	// ConfigMap keys the observability and features packages parse.
+	for _, f := range []string{"internal/observability/config.go", "internal/features/features.go"} {
+		for _, m := range regexp.MustCompile(`data\["([a-z.-]+)"\]`).FindAllStringSubmatch(read(t, f), -1) {
+			want = append(want, m[1])
+		}
 	}
 
 	want = append(want, kafkaconn.KeyBrokers, kafkaconn.KeyProtocol, kafkaconn.KeySASLMechanism, kafkaconn.KeyUser,
 		kafkaconn.KeyPassword, kafkaconn.KeyCACert, kafkaconn.KeyUserCert, kafkaconn.KeyUserKey,
 		kafkaconn.KeyLegacyUsername, kafkaconn.KeyLegacySASLType,
 		v1beta1.DeliveryOrderAnnotation, v1beta1.DeliveryOrderOrdered, v1beta1.DeliveryOrderUnordered,
-		v1alpha1.PauseAnnotationPrefix+"<subscriber uid>")
+		v1alpha1.PauseAnnotationPrefix+"<subscriber uid>",
+		features.ConfigMap, string(features.EncryptionDisabled), string(features.EncryptionPermissive),
+		string(features.EncryptionStrict), string(features.AllowAll), string(features.AllowSameNamespace),
+		string(features.DenyAll))
 
 	for _, w := range want {
 		if !strings.Contains(doc, "`"+w+"`") {

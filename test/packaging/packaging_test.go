@@ -39,7 +39,8 @@ func TestMain(m *testing.M) {
 		fmt.Println("kubectl is required for the packaging tests")
 		os.Exit(1)
 	}
-	testEnv = &envtest.Environment{}
+	// Knative's EventPolicy CRD (a test stand-in), so access reviews can name its resource.
+	testEnv = &envtest.Environment{CRDDirectoryPaths: []string{filepath.Join(repoRoot, "test", "crds")}, ErrorIfCRDPathMissing: true}
 	if _, err := testEnv.Start(); err != nil {
 		panic(err)
 	}
@@ -177,6 +178,13 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 		{sa("receiver"), "update", "kafkachannels.messaging.knative.dev", "team-a", false},
 		{sa("receiver"), "get", "secrets", operatorNamespace, false},
 		{sa("receiver"), "create", "pods", operatorNamespace, false},
+		{sa("receiver"), "list", "eventpolicies.eventing.knative.dev", "team-a", true},
+		{sa("receiver"), "watch", "eventpolicies.eventing.knative.dev", "team-a", true},
+		{sa("receiver"), "create", "eventpolicies.eventing.knative.dev", "team-a", false},
+		{sa("receiver"), "create", "serviceaccounts/token", "team-a", false},
+		{sa("dispatcher"), "create", "serviceaccounts/token", "team-a", true},
+		{sa("dispatcher"), "get", "serviceaccounts", "team-a", false},
+		{sa("dispatcher"), "list", "eventpolicies.eventing.knative.dev", "team-a", false},
 		{sa("manager"), "patch", "kafkachannels.messaging.knative.dev/status", "team-a", true},
 		{sa("manager"), "update", "kafkachannels.messaging.knative.dev/finalizers", "team-a", true},
 		{sa("manager"), "create", "deployments.apps", operatorNamespace, true},
@@ -200,6 +208,9 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 		{sa("manager"), "patch", "kafkachannels.messaging.knative.dev", "team-a", true},
 		{sa("dispatcher"), "get", "resetoffsets.kafka.eventing.knative.dev", "team-a", false},
 		{sa("receiver"), "list", "resetoffsets.kafka.eventing.knative.dev", "team-a", false},
+		{sa("manager"), "watch", "eventpolicies.eventing.knative.dev", "team-a", true},
+		{sa("manager"), "create", "eventpolicies.eventing.knative.dev", "team-a", false},
+		{sa("manager"), "create", "serviceaccounts/token", "team-a", false},
 	}
 	for _, tt := range tests {
 		name := fmt.Sprintf("%s %s %s in %q", tt.who[strings.LastIndex(tt.who, ":")+1:], tt.verb, tt.what, tt.ns)

@@ -1,0 +1,80 @@
+package controllers
+
+import (
+	"context"
+	"fmt"
+	"sort"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/eventpolicy"
+)
+
+// +kubebuilder:rbac:groups=eventing.knative.dev,resources=eventpolicies,verbs=get;list;watch
+
+// reconcilePolicies lists in status.policies the EventPolicies that apply to the channel, while
+// authentication-oidc is enabled (without it nothing is authorized, so none apply). A cluster
+// without Knative's EventPolicy API has none.
+func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope) error {
+	ch := s.ch
+	if !s.features.OIDC {
+		ch.Status.Policies = nil
+		return nil
+	}
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(eventpolicy.GVK.GroupVersion().WithKind(eventpolicy.GVK.Kind + "List"))
+	reader := r.APIReader
+	if reader == nil {
+		reader = r.Client
+	}
+	if err := reader.List(ctx, list, client.InNamespace(ch.Namespace)); err != nil {
+		if meta.IsNoMatchError(err) {
+			ch.Status.Policies = nil
+			return nil
+		}
+		return fmt.Errorf("listing the EventPolicies of namespace %s: %w", ch.Namespace, err)
+	}
+	var refs []v1beta1.AppliedEventPolicyRef
+	for i := range list.Items {
+		p, err := eventpolicy.FromUnstructured(&list.Items[i])
+		if err != nil {
+			logf.FromContext(ctx).Info("ignoring an EventPolicy that cannot be read", "error", err.Error())
+			continue
+		}
+		if p.AppliesTo(ch.Namespace, ch.Name, ch.Labels) {
+			refs = append(refs, v1beta1.AppliedEventPolicyRef{APIVersion: eventpolicy.GVK.GroupVersion().String(), Name: p.Name})
+		}
+	}
+	sort.Slice(refs, func(i, j int) bool { return refs[i].Name < refs[j].Name })
+	ch.Status.Policies = refs
+	if !r.watchingPolicies {
+		// The API appeared after the manager started, so nothing tells it about changes:
+		// look again on the retry interval until a restart sets up the watch.
+		s.retry = true
+	}
+	return nil
+}
+
+// watchPolicies re-reconciles the channels of a namespace when one of its EventPolicies
+// changes. It is only set up when the cluster serves the EventPolicy API at start.
+func (r *KafkaChannelReconciler) watchPolicies(mgr ctrl.Manager, b *ctrl.Builder) *ctrl.Builder {
+	if _, err := mgr.GetRESTMapper().RESTMapping(eventpolicy.GVK.GroupKind(), eventpolicy.GVK.Version); err != nil {
+		mgr.GetLogger().Info("EventPolicies are not installed yet: with authentication-oidc, channels look for them on the retry interval (a restart of the manager watches them instead)")
+		return b
+	}
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(eventpolicy.GVK)
+	r.watchingPolicies = true
+	return b.Watches(u, handler.EnqueueRequestsFromMapFunc(r.channelsIn))
+}
+
+func (r *KafkaChannelReconciler) channelsIn(ctx context.Context, o client.Object) []reconcile.Request {
+	return r.channelRequests(ctx, client.InNamespace(o.GetNamespace()))
+}

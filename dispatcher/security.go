@@ -1,0 +1,50 @@
+package dispatcher
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+
+	"github.com/kafkachannel/kafkachannel/internal/features"
+)
+
+// TokenSource hands out service-account tokens for an audience (oidc.TokenProvider, which asks
+// the TokenRequest API and caches).
+type TokenSource interface {
+	Token(ctx context.Context, namespace, serviceAccount, audience string) (string, error)
+}
+
+func (d *Dispatcher) features() features.Flags {
+	if d.cfg.Features == nil {
+		return features.Default()
+	}
+	return d.cfg.Features.Get()
+}
+
+// secureRequest applies config-features to one delivery request: strict transport encryption
+// refuses plain http, and with OIDC a destination that has an audience gets a token of the
+// subscription's service account for it. The flags are read per request, so a change applies
+// to the next attempt without restarting any subscriber.
+func (s *subscription) secureRequest(ctx context.Context, dst destination, req *http.Request) error {
+	f := s.d.features()
+	if !f.HTTPAllowed() && req.URL.Scheme != "https" {
+		return fmt.Errorf("not delivering to %s %s over plain http: transport-encryption is strict (give the %s an https address)", dst.kind, dst.uri, dst.kind)
+	}
+	if !f.OIDC || dst.audience == "" {
+		return nil
+	}
+	if dst.serviceAccount == "" {
+		// Knative names the identity in the subscriber's auth; without one there is nobody to
+		// act as, and the destination decides whether it accepts anonymous requests.
+		return nil
+	}
+	if s.d.cfg.Tokens == nil {
+		return fmt.Errorf("cannot authenticate to %s %s: this dispatcher has no token source", dst.kind, dst.uri)
+	}
+	tok, err := s.d.cfg.Tokens.Token(ctx, s.d.cfg.ChannelNamespace, dst.serviceAccount, dst.audience)
+	if err != nil {
+		return fmt.Errorf("cannot authenticate to %s %s: %w", dst.kind, dst.uri, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	return nil
+}
