@@ -138,7 +138,7 @@ func runDispatcher(t *testing.T, f *fixture, name string, brokers []string) *dis
 		Brokers: brokers, ChannelNamespace: f.chNS, ChannelName: name,
 		CommitInterval: 50 * time.Millisecond, DrainTimeout: 3 * time.Second, MaxWait: 200 * time.Millisecond,
 		SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond,
-		RebalanceTimeout: 3 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
+		RebalanceTimeout: 6 * time.Second, JoinGroupBackoff: 200 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -44,10 +44,17 @@ func TestFind(t *testing.T) {
 	}
 	cache := t.TempDir()
 	t.Setenv("KUBEBUILDER_ASSETS", "")
+	t.Setenv("CACHE_DIR", "")
 	t.Setenv("XDG_CACHE_HOME", cache)
 	if want := filepath.Join(cache, "kafkachannel", "envtest", "k8s", K8sVersion+"-linux-amd64"); DefaultDir() != want {
 		t.Fatalf("DefaultDir() = %q, want %q", DefaultDir(), want)
 	}
+	// The Makefile's CACHE_DIR wins over XDG_CACHE_HOME, as in the Makefile.
+	t.Setenv("CACHE_DIR", filepath.Join(cache, "mine"))
+	if want := filepath.Join(cache, "mine", "envtest", "k8s", K8sVersion+"-linux-amd64"); DefaultDir() != want || Dir() != want {
+		t.Fatalf("DefaultDir() = %q, Dir() = %q, want %q", DefaultDir(), Dir(), want)
+	}
+	t.Setenv("CACHE_DIR", "")
 	if _, skip := Find(); skip == "" {
 		t.Fatal("missing default dir: want a reason to skip")
 	}
