@@ -413,7 +413,7 @@ func (c *Cluster) exitedEarly() error {
 		n.mu.Unlock()
 		if dead {
 			return fmt.Errorf("node %d of Apache Kafka exited (%v); %s ends with:\n%s", n.id, err,
-				filepath.Join(n.dir, "server.log"), tail(filepath.Join(n.dir, "server.log"), 30))
+				filepath.Join(n.dir, "server.log"), Tail(filepath.Join(n.dir, "server.log"), 30))
 		}
 	}
 	return nil
@@ -422,7 +422,7 @@ func (c *Cluster) exitedEarly() error {
 func (c *Cluster) tails(lines int) string {
 	var b strings.Builder
 	for _, n := range c.nodes {
-		fmt.Fprintf(&b, "--- node %d (%s)\n%s\n", n.id, filepath.Join(n.dir, "server.log"), tail(filepath.Join(n.dir, "server.log"), lines))
+		fmt.Fprintf(&b, "--- node %d (%s)\n%s\n", n.id, filepath.Join(n.dir, "server.log"), Tail(filepath.Join(n.dir, "server.log"), lines))
 	}
 	return b.String()
 }
@@ -575,7 +575,8 @@ func freePort() (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
-func tail(path string, n int) string {
+// Tail returns the last n lines of a file (a process's log), for error messages.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "(" + err.Error() + ")"

@@ -605,17 +605,7 @@ func (s *Stack) Stop() {
 }
 
 // Tail returns the last n lines of a file, for error messages.
-func Tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+func Tail(path string, n int) string { return apachekafka.Tail(path, n) }
 
 // supervised is a process the stack restarts when it exits (the manager).
 type supervised struct {
