@@ -272,11 +272,14 @@ func table(rs []result) string {
 // Markers in docs/reliability.md between which a run writes its table: one for the kfake
 // scenarios, one for those on three Apache Kafka brokers.
 const (
-	beginMarker       = "<!-- fault table: begin -->"
-	endMarker         = "<!-- fault table: end -->"
-	beginApacheMarker = "<!-- apache fault table: begin -->"
-	endApacheMarker   = "<!-- apache fault table: end -->"
+	beginMarker = "<!-- fault table: begin -->"
+	endMarker   = "<!-- fault table: end -->"
 )
+
+// apacheMarkers delimit the table of the real-cluster scenarios on one Kafka version.
+func apacheMarkers(version string) (begin, end string) {
+	return "<!-- apache fault table " + version + ": begin -->", "<!-- apache fault table " + version + ": end -->"
+}
 
 // writeDoc replaces the table between beginMarker and endMarker in the document named by
 // KAFKACHANNEL_FAULTS_DOC.
@@ -299,6 +302,9 @@ func writeDoc(path, beginMarker, endMarker string, rs []result, elapsed time.Dur
 	if apacheMode() {
 		mode = "three Apache Kafka brokers"
 		cmd = "make test-faults KAFKA=apache KAFKA_BROKERS=3"
+		if len(rs) > 0 {
+			cmd += " KAFKA_VERSION=" + rs[0].Kafka
+		}
 	}
 	status := "all scenarios passed"
 	if failed {
@@ -329,10 +335,17 @@ func TestMain(m *testing.M) {
 			kfakeRows = append(kfakeRows, r)
 		}
 	}
-	for _, part := range []struct {
+	type part struct {
 		rows       []result
 		begin, end string
-	}{{kfakeRows, beginMarker, endMarker}, {apacheRows, beginApacheMarker, endApacheMarker}} {
+	}
+	parts := []part{{kfakeRows, beginMarker, endMarker}}
+	if len(apacheRows) > 0 {
+		// One run is on one Kafka version: it rewrites that version's table only.
+		b, e := apacheMarkers(apacheRows[0].Kafka)
+		parts = append(parts, part{apacheRows, b, e})
+	}
+	for _, part := range parts {
 		if len(part.rows) == 0 {
 			continue
 		}
