@@ -108,7 +108,7 @@ test: verify-generated verify-bundle fmt-check vet lint envtest kcat kafka-dist 
 KAFKA_TEST_PKGS ?= ./test/e2e ./dispatcher ./receiver ./controllers ./internal/kafkaconn ./internal/observability
 
 .PHONY: test-kafka
-test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFKA_VERSION) and $(KAFKA_VERSION_39) (KAFKA_BROKERS=3 for three brokers); logs in bin/test-kafka-<version>.log.
+test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFKA_VERSION) and $(KAFKA_VERSION_39) (KAFKA_BROKERS=3 for three brokers), then the fault suite on three brokers of each; logs in bin/test-kafka-*.log.
 	@fail=0; for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do \
 	  ./hack/kafka/dist.sh $$v "$(CACHE_DIR)/kafka-$$v" || exit 1; \
 	  echo "==> Apache Kafka $$v ($(KAFKA_BROKERS) broker(s)): $(KAFKA_TEST_PKGS)"; \
@@ -118,8 +118,14 @@ test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFK
 	  echo "==> Apache Kafka $$v: internal/apachekafka (brokers of its own)"; \
 	  CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v go test -count=1 $(GO_TEST_FLAGS) ./internal/apachekafka 2>&1 | tee -a $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
 	done; \
+	rm -f $(LOCALBIN)/test-kafka-faults.log; \
+	for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do \
+	  echo "==> Apache Kafka $$v, three brokers: the fault suite (rewrites its table in docs/reliability.md)"; \
+	  $(MAKE) --no-print-directory test-faults KAFKA=apache KAFKA_BROKERS=3 KAFKA_VERSION=$$v 2>&1 | tee -a $(LOCALBIN)/test-kafka-faults.log || fail=1; \
+	done; \
 	for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do printf 'Apache Kafka %s: ' $$v; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test-kafka-$$v.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test-kafka-$$v.log); done; \
+	printf 'Fault suite on three brokers (%s then %s): %s\n' $(KAFKA_VERSION) $(KAFKA_VERSION_39) "$$(grep -E '^(ok|FAIL)\b' $(LOCALBIN)/test-kafka-faults.log | tr '\n' ' ')"; \
 	exit $$fail
 
 .PHONY: fuzz-short
@@ -139,12 +145,18 @@ test-stress: ## make test three times (RUNS) on a fresh clone of HEAD while a CP
 	RUNS=$(or $(RUNS),3) ./hack/test-stress.sh
 
 .PHONY: test-faults
-test-faults: envtest ## The whole fault suite on the local stack (~3 min); rewrites the table in docs/reliability.md.
-	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" KAFKACHANNEL_FAULTS=full KAFKACHANNEL_FAULTS_DOC=$(CURDIR)/docs/reliability.md go test ./test/faults -count=1 -v -timeout 30m
+test-faults: envtest $(if $(filter apache,$(KAFKA)),kafka-dist) ## The whole fault suite on the local stack (~3 min); rewrites its table in docs/reliability.md (KAFKA=apache KAFKA_BROKERS=3: the real-cluster scenarios on three Apache Kafka $(KAFKA_VERSION) brokers, ~10 min).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA=$(KAFKA) KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_BROKERS=$(KAFKA_BROKERS) \
+	  KAFKACHANNEL_FAULTS=full KAFKACHANNEL_FAULTS_DOC=$(CURDIR)/docs/reliability.md go test ./test/faults -count=1 -v -timeout 40m
 
 .PHONY: bench
-bench: ## Benchmarks against baselines from the same run; writes docs/benchmarks.md and docs/benchmarks.png (KAFKA_BOOTSTRAP_SERVERS for a real cluster).
+bench: $(if $(filter apache,$(KAFKA)),build kafka-dist) ## Benchmarks against baselines from the same run; writes docs/benchmarks.md and docs/benchmarks.png (KAFKA=apache: on one Apache Kafka $(KAFKA_VERSION) broker, into the document's second table).
+ifeq ($(KAFKA),apache)
+	CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_BROKERS=1 \
+	  $(LOCALBIN)/localstack kafka --dir "$(CURDIR)/.demo/bench-kafka" -- go run ./cmd/bench -apache
+else
 	go run ./cmd/bench
+endif
 
 .PHONY: test-unit
 test-unit: ## Run only the tests that need neither envtest nor the local stack.

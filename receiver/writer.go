@@ -53,38 +53,57 @@ type Writer struct {
 }
 
 // WriteMessages writes and waits for Kafka's acknowledgement. kafka-go's Transport serves topic
-// metadata from a cache refreshed every MetadataTTL, so the first write to a channel created
-// after the receiver started would fail with UnknownTopicOrPartition for up to that long; the
-// receiver only writes to channels whose topic the manager reported ready, so it refreshes the
-// cache for that topic and tries once more instead of answering 503.
+// metadata from a cache refreshed every MetadataTTL (30 s), and its Writer retries on that
+// cached metadata. Two answers mean the cache is stale, not that Kafka cannot take the event:
+// UnknownTopicOrPartition for a channel created after the receiver started (the receiver only
+// writes to channels whose topic the manager reported ready), and NotLeaderForPartition or
+// LeaderNotAvailable after a partition's leader moved (a broker died or restarted; a real
+// cluster elects a new leader in seconds). For those the receiver refreshes the topic's metadata
+// and writes the refused messages again, until ctx (the produce timeout) ends, instead of
+// answering 503 for as long as the cache lives.
 func (w *Writer) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
 	err := w.Writer.WriteMessages(ctx, msgs...)
-	if !unknownTopic(err) || len(msgs) == 0 {
-		return err
+	for round := 0; staleMetadata(err) && len(msgs) > 0 && ctx.Err() == nil; round++ {
+		if round > 0 {
+			// While a leader is being elected, metadata names none yet: ask again shortly.
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+		topic := msgs[0].Topic
+		if topic == "" {
+			topic = w.Topic
+		}
+		if rerr := w.refresh(ctx, topic); rerr != nil {
+			return err
+		}
+		// Only what was refused: the others are acknowledged and would be written twice.
+		msgs = refused(msgs, err)
+		err = w.Writer.WriteMessages(ctx, msgs...)
 	}
-	topic := msgs[0].Topic
-	if topic == "" {
-		topic = w.Topic
-	}
-	if rerr := w.refresh(ctx, topic); rerr != nil {
-		return err
-	}
-	return w.Writer.WriteMessages(ctx, msgs...)
+	return err
 }
 
-// unknownTopic reports whether a write failed only because the topic is not known: either from
-// the metadata lookup (returned as is) or from the produce response (inside WriteErrors).
-func unknownTopic(err error) bool {
+// staleMetadata reports whether a write failed only because kafka-go's cached metadata is out
+// of date: from the metadata lookup (returned as is) or from the produce response (inside
+// WriteErrors).
+func staleMetadata(err error) bool {
+	stale := func(e error) bool {
+		return errors.Is(e, kafka.UnknownTopicOrPartition) || errors.Is(e, kafka.NotLeaderForPartition) ||
+			errors.Is(e, kafka.LeaderNotAvailable)
+	}
 	var werrs kafka.WriteErrors
 	if !errors.As(err, &werrs) {
-		return errors.Is(err, kafka.UnknownTopicOrPartition)
+		return stale(err)
 	}
 	found := false
 	for _, e := range werrs {
 		if e == nil {
 			continue
 		}
-		if !errors.Is(e, kafka.UnknownTopicOrPartition) {
+		if !stale(e) {
 			return false
 		}
 		found = true
@@ -92,13 +111,35 @@ func unknownTopic(err error) bool {
 	return found
 }
 
-// refresh asks the brokers for the topic's metadata, bypassing the cache. Only a request that
-// allows auto-creation makes kafka-go's Transport go to the broker and then update its cache;
-// the topic exists (its channel is ready), so nothing is created. (Only if a channel were deleted
-// in the instant between the receiver's readiness check and this call could a broker with
-// auto.create.topics.enable recreate its topic with broker defaults.)
+// refused keeps the messages a write with WriteErrors did not get acknowledged; all of them
+// for any other error.
+func refused(msgs []kafka.Message, err error) []kafka.Message {
+	var werrs kafka.WriteErrors
+	if !errors.As(err, &werrs) || len(werrs) != len(msgs) {
+		return msgs
+	}
+	var out []kafka.Message
+	for i, e := range werrs {
+		if e != nil {
+			out = append(out, msgs[i])
+		}
+	}
+	return out
+}
+
+// refresh asks the brokers for the topic's metadata and makes kafka-go's Transport reload its
+// whole cache (new leaders included). The Transport answers metadata requests from its cache
+// unless one allows auto-creation and names a topic the cache does not know; then it asks the
+// broker and reloads. So the request also names noSuchTopic, a name Kafka refuses as invalid
+// (it can never be created, whatever auto.create.topics.enable says), which the cache never
+// knows. The channel's topic exists (its channel is ready), so nothing is created. (Only if a
+// channel were deleted in the instant between the receiver's readiness check and this call
+// could a broker with auto.create.topics.enable recreate its topic with broker defaults.)
+// noSuchTopic is a topic name Kafka rejects as invalid ("." and ".." are reserved).
+const noSuchTopic = "."
+
 func (w *Writer) refresh(ctx context.Context, topic string) error {
-	r, err := w.transport.RoundTrip(ctx, w.Addr, &metadataapi.Request{TopicNames: []string{topic}, AllowAutoTopicCreation: true})
+	r, err := w.transport.RoundTrip(ctx, w.Addr, &metadataapi.Request{TopicNames: []string{topic, noSuchTopic}, AllowAutoTopicCreation: true})
 	if err != nil {
 		return err
 	}

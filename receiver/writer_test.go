@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 )
@@ -38,7 +39,7 @@ func TestWriterSeesTopicsCreatedAfterItStarted(t *testing.T) {
 	}
 }
 
-func TestUnknownTopic(t *testing.T) {
+func TestStaleMetadata(t *testing.T) {
 	tests := []struct {
 		err  error
 		want bool
@@ -46,14 +47,29 @@ func TestUnknownTopic(t *testing.T) {
 		{nil, false},
 		{kafka.UnknownTopicOrPartition, true},
 		{kafka.WriteErrors{nil, kafka.UnknownTopicOrPartition}, true},
-		{kafka.WriteErrors{kafka.UnknownTopicOrPartition, kafka.LeaderNotAvailable}, false},
+		{kafka.WriteErrors{kafka.UnknownTopicOrPartition, kafka.LeaderNotAvailable}, true},
+		{kafka.WriteErrors{nil, kafka.NotLeaderForPartition}, true},
+		{kafka.WriteErrors{kafka.NotLeaderForPartition, kafka.MessageSizeTooLarge}, false},
 		{kafka.WriteErrors{nil, nil}, false},
-		{kafka.LeaderNotAvailable, false},
+		{kafka.LeaderNotAvailable, true},
+		{kafka.NotEnoughReplicas, false},
+		{context.DeadlineExceeded, false},
 	}
 	for _, tt := range tests {
-		if got := unknownTopic(tt.err); got != tt.want {
-			t.Errorf("unknownTopic(%v) = %v, want %v", tt.err, got, tt.want)
+		if got := staleMetadata(tt.err); got != tt.want {
+			t.Errorf("staleMetadata(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+func TestRefusedKeepsOnlyWhatWasNotAcknowledged(t *testing.T) {
+	msgs := []kafka.Message{{Value: []byte("a")}, {Value: []byte("b")}, {Value: []byte("c")}}
+	got := refused(msgs, kafka.WriteErrors{nil, kafka.NotLeaderForPartition, nil})
+	if len(got) != 1 || string(got[0].Value) != "b" {
+		t.Errorf("refused = %v, want only b", got)
+	}
+	if got := refused(msgs, kafka.LeaderNotAvailable); len(got) != 3 {
+		t.Errorf("refused on a whole-write error = %d messages, want all 3", len(got))
 	}
 }
 
@@ -82,5 +98,40 @@ func TestWriterConcurrentFirstWritesToNewTopics(t *testing.T) {
 			}()
 		}
 		wg.Wait()
+	}
+}
+
+// When a partition's leader moves (its broker died, or a rolling restart moved it), the write
+// must go to the new leader at once, not fail with Not Leader For Partition until kafka-go's
+// metadata cache expires (30 s): a real cluster elects a new leader in seconds, and each of
+// those failures is a 503 to a sender.
+func TestWriterFollowsAMovedLeader(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("moves a partition of the in-process cluster")
+	}
+	k := kafkatest.Start(t, kfake.NumBrokers(3))
+	createTopic(t, k, "moving", 1)
+	w := NewWriter(kafkaConfig(t, k), WriterOptions{})
+	defer w.Close()
+	// Shorter than the Transport's 30 s metadata TTL: waiting for the cache would fail it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: "moving", Value: []byte("before")}); err != nil {
+		t.Fatalf("first write: %v", err)
+	}
+	for move := range 3 {
+		// A fresh Transport: the default one caches metadata too.
+		md, err := (&kafka.Client{Addr: kafka.TCP(k.Brokers...), Transport: &kafka.Transport{}}).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{"moving"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		leader := md.Topics[0].Partitions[0].Leader.ID
+		next := int32((leader + 1) % 3)
+		if err := k.Cluster.MoveTopicPartition("moving", 0, next); err != nil {
+			t.Fatalf("moving the partition to node %d: %v", next, err)
+		}
+		if err := w.WriteMessages(ctx, kafka.Message{Topic: "moving", Value: []byte("after")}); err != nil {
+			t.Fatalf("write after move %d (leader %d -> %d): %v", move+1, leader, next, err)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -57,6 +58,62 @@ partitions, which is why a channel that needs more should get more partitions, o
 	}
 	b.WriteString(analysis)
 	return b.String()
+}
+
+// Markers of the section `make bench KAFKA=apache` writes: the kfake run rewrites the rest of
+// the document and keeps it.
+const (
+	apacheBegin = "<!-- apache bench: begin -->"
+	apacheEnd   = "<!-- apache bench: end -->"
+)
+
+// apacheSection is the table of a run on real Apache Kafka, between the markers.
+func apacheSection(rows []bench.Row, r *runner, took time.Duration) string {
+	var b strings.Builder
+	version := os.Getenv("KAFKA_VERSION")
+	if version == "" {
+		version = "(KAFKA_VERSION unset)"
+	}
+	fmt.Fprintf(&b, "%s\n- command: `make bench KAFKA=apache` (`go run ./cmd/bench -apache -events %d` on one broker `localstack kafka` started)\n"+
+		"- Kafka: Apache Kafka %s, one KRaft node (JVM, -Xmx512m) on the same machine\n- date: %s, commit %s, run took %s\n- machine: %s\n\n",
+		apacheBegin, r.events, version, time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), took.Round(time.Second), machine())
+	b.WriteString(bench.Markdown(rows))
+	for _, row := range rows {
+		if row.Note != "" {
+			fmt.Fprintf(&b, "- %s: %s\n", row.ID, row.Note)
+		}
+	}
+	b.WriteString(apacheEnd + "\n")
+	return b.String()
+}
+
+// apacheHeading introduces the section in a document that has none yet.
+const apacheHeading = `
+## On Apache Kafka
+
+The same figures with a real broker instead of kfake, baselines again from the same run and
+the same broker (` + "`make bench KAFKA=apache`" + `, ` + "`KAFKA_VERSION`" + `). The broker is a JVM sharing the two
+cores with everything measured, so compare ratios with the table above, not absolute rates.
+
+`
+
+// keptApacheSection is the Apache Kafka section of an existing document, with its heading, or
+// the heading and an empty section.
+func keptApacheSection(old string) string {
+	i, j := strings.Index(old, apacheBegin), strings.Index(old, apacheEnd)
+	if i < 0 || j < i {
+		return apacheHeading + apacheBegin + "\nNot run yet: `make bench KAFKA=apache`.\n" + apacheEnd + "\n"
+	}
+	return apacheHeading + old[i:j+len(apacheEnd)] + "\n"
+}
+
+// withApacheSection replaces the Apache Kafka section of doc with section.
+func withApacheSection(doc, section string) (string, error) {
+	i, j := strings.Index(doc, apacheBegin), strings.Index(doc, apacheEnd)
+	if i < 0 || j < i {
+		return "", fmt.Errorf("the document has no %q ... %q section: run `make bench` once first", apacheBegin, apacheEnd)
+	}
+	return doc[:i] + strings.TrimSuffix(section, "\n") + doc[j+len(apacheEnd):], nil
 }
 
 // analysis explains each figure, what it is compared with and what a miss means. It is prose

@@ -36,7 +36,15 @@ func run() int {
 	plot := flag.String("plot", "docs/benchmarks.png", "PNG plot to write; empty: none")
 	only := flag.String("only", "", "comma-separated figures to run (P1,...,P6; P7 comes with P1 and P2); empty: all")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (the bench process, not P5's child) here")
+	apache := flag.Bool("apache", false, "the run is on real Apache Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_VERSION; `make bench KAFKA=apache`): write only its table into the document's Apache Kafka section, no plot")
 	flag.Parse()
+	if *apache {
+		if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") == "" {
+			fmt.Fprintln(os.Stderr, "-apache needs the brokers in KAFKA_BOOTSTRAP_SERVERS: run `make bench KAFKA=apache`")
+			return 2
+		}
+		*plot = ""
+	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
 		if err == nil {
@@ -85,7 +93,22 @@ func run() int {
 		}
 	}
 	if *doc != "" {
-		md := document(rows, r, env.External, time.Since(start))
+		old, err := os.ReadFile(*doc)
+		if err != nil && !os.IsNotExist(err) {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		var md string
+		if *apache {
+			md, err = withApacheSection(string(old), apacheSection(rows, r, time.Since(start)))
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		} else {
+			// The Apache Kafka table is another run's: keep it.
+			md = document(rows, r, env.External, time.Since(start)) + keptApacheSection(string(old))
+		}
 		if err := os.WriteFile(*doc, []byte(md), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			return 1

@@ -50,7 +50,26 @@ type Options struct {
 	StartTimeout time.Duration
 	// Log receives what the cluster does (starts, stops, readiness).
 	Log logr.Logger
+	// Security adds listeners that need credentials next to the PLAINTEXT one (which the
+	// nodes keep using among themselves); nil for none.
+	Security *Security
 }
+
+// Security describes the SASL and TLS listeners of every node.
+type Security struct {
+	// Users (name: password) can log in on a SASL_PLAINTEXT listener with PLAIN and with
+	// SCRAM-SHA-512; the listener exists when Users is not empty. PLAIN users are the broker's
+	// JAAS configuration; SCRAM credentials are written into the cluster metadata by Kafka's
+	// own `kafka-storage format --add-scram`. Names and passwords must not contain quotes,
+	// commas, brackets or backslashes.
+	Users map[string]string
+	// TLSCertPEM (the certificate chain, leaf first) and TLSKeyPEM (an unencrypted PKCS #8
+	// key), when set, add an SSL listener on 127.0.0.1 with that identity (a PEM key store).
+	TLSCertPEM, TLSKeyPEM []byte
+}
+
+func (s *Security) sasl() bool { return s != nil && len(s.Users) > 0 }
+func (s *Security) tls() bool  { return s != nil && len(s.TLSCertPEM) > 0 }
 
 // Cluster is a running set of brokers.
 type Cluster struct {
@@ -59,9 +78,10 @@ type Cluster struct {
 }
 
 type node struct {
-	id             int
-	port, ctrlPort int
-	dir            string
+	id                int
+	port, ctrlPort    int
+	saslPort, tlsPort int
+	dir               string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -112,6 +132,16 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 		if n.ctrlPort, err = freePort(); err != nil {
 			return nil, err
 		}
+		if o.Security.sasl() {
+			if n.saslPort, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
+		if o.Security.tls() {
+			if n.tlsPort, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
 		c.nodes = append(c.nodes, n)
 	}
 	defer func() {
@@ -157,6 +187,28 @@ func (c *Cluster) Brokers() []string {
 	var out []string
 	for _, n := range c.nodes {
 		out = append(out, n.addr())
+	}
+	return out
+}
+
+// SASLBrokers are the SASL_PLAINTEXT listeners (Options.Security.Users), one per node.
+func (c *Cluster) SASLBrokers() []string {
+	var out []string
+	for _, n := range c.nodes {
+		if n.saslPort != 0 {
+			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.saslPort))
+		}
+	}
+	return out
+}
+
+// TLSBrokers are the SSL listeners (Options.Security.TLSCertPEM), one per node.
+func (c *Cluster) TLSBrokers() []string {
+	var out []string
+	for _, n := range c.nodes {
+		if n.tlsPort != 0 {
+			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.tlsPort))
+		}
 	}
 	return out
 }
@@ -241,6 +293,7 @@ func (c *Cluster) writeConfig() error {
 			"num.io.threads":                    "4",
 			"num.recovery.threads.per.data.dir": "1",
 		}
+		c.securityProps(n, props)
 		for k, v := range c.opts.Config {
 			props[k] = v
 		}
@@ -249,6 +302,42 @@ func (c *Cluster) writeConfig() error {
 		}
 	}
 	return c.writeLogConfig()
+}
+
+// securityProps adds the SASL and TLS listeners of Options.Security to a node's properties.
+func (c *Cluster) securityProps(n *node, props map[string]string) {
+	sec := c.opts.Security
+	if sec.sasl() {
+		props["listeners"] += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", n.saslPort)
+		props["advertised.listeners"] += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", n.saslPort)
+		props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
+		props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-512"
+		names := make([]string, 0, len(sec.Users))
+		for u := range sec.Users {
+			names = append(names, u)
+		}
+		slices.Sort(names)
+		plain := "org.apache.kafka.common.security.plain.PlainLoginModule required"
+		for _, u := range names {
+			plain += fmt.Sprintf(" user_%s=%q", u, sec.Users[u])
+		}
+		props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = plain + ";"
+		props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+	}
+	if sec.tls() {
+		props["listeners"] += fmt.Sprintf(",SSL://127.0.0.1:%d", n.tlsPort)
+		props["advertised.listeners"] += fmt.Sprintf(",SSL://127.0.0.1:%d", n.tlsPort)
+		props["listener.security.protocol.map"] += ",SSL:SSL"
+		props["listener.name.ssl.ssl.keystore.type"] = "PEM"
+		// Java properties turn \n back into line breaks.
+		props["listener.name.ssl.ssl.keystore.certificate.chain"] = pemProp(sec.TLSCertPEM)
+		props["listener.name.ssl.ssl.keystore.key"] = pemProp(sec.TLSKeyPEM)
+		props["listener.name.ssl.ssl.client.auth"] = "none"
+	}
+}
+
+func pemProp(b []byte) string {
+	return strings.ReplaceAll(strings.TrimSpace(string(b)), "\n", `\n`)
 }
 
 func writeProps(path string, props map[string]string) error {
@@ -344,6 +433,17 @@ func (c *Cluster) format(ctx context.Context, n *node) error {
 	class, _ := MainClass(c.opts.Version, "kafka-storage")
 	args := append(c.javaArgs("tools", "256m"), class, "format",
 		"--cluster-id", ClusterID, "--config", filepath.Join(n.dir, "server.properties"), "--ignore-formatted")
+	if sec := c.opts.Security; sec.sasl() {
+		// SCRAM users are metadata records: formatting writes them into the first snapshot.
+		names := make([]string, 0, len(sec.Users))
+		for u := range sec.Users {
+			names = append(names, u)
+		}
+		slices.Sort(names)
+		for _, u := range names {
+			args = append(args, "--add-scram", fmt.Sprintf("SCRAM-SHA-512=[name=%s,password=%s]", u, sec.Users[u]))
+		}
+	}
 	cmd := exec.CommandContext(ctx, "java", args...)
 	cmd.SysProcAttr = processAttrs()
 	out, err := cmd.CombinedOutput()
@@ -478,6 +578,45 @@ func (c *Cluster) Kill(i int) error { return c.signal(i, syscall.SIGKILL, 0) }
 // Stop stops node i gracefully (SIGTERM: controlled shutdown), SIGKILL after grace.
 func (c *Cluster) Stop(i int, grace time.Duration) error { return c.signal(i, syscall.SIGTERM, grace) }
 
+// Pause freezes node i with SIGSTOP: its sockets stay open but nothing answers, as if the
+// network dropped every packet to and from it (a partition, not a crash). Resume ends it.
+func (c *Cluster) Pause(i int) error { return c.signal(i, syscall.SIGSTOP, 0) }
+
+// Resume lets a paused node i run again (SIGCONT).
+func (c *Cluster) Resume(i int) error { return c.signal(i, syscall.SIGCONT, 0) }
+
+// ActiveController asks the KRaft quorum (kafka-metadata-quorum describe --status through the
+// running nodes) which node leads it, and returns its index (0-based).
+func (c *Cluster) ActiveController(ctx context.Context) (int, error) {
+	var bootstrap []string
+	for i, n := range c.nodes {
+		if c.PID(i) != 0 {
+			bootstrap = append(bootstrap, n.addr())
+		}
+	}
+	out, err := c.Tool(ctx, "kafka-metadata-quorum", "--bootstrap-server", strings.Join(bootstrap, ","), "describe", "--status")
+	if err != nil {
+		return 0, err
+	}
+	return parseQuorumLeader(out, len(c.nodes))
+}
+
+// parseQuorumLeader reads the LeaderId line of kafka-metadata-quorum describe --status.
+func parseQuorumLeader(out string, nodes int) (int, error) {
+	for _, line := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || strings.TrimSpace(k) != "LeaderId" {
+			continue
+		}
+		id, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil || id < 1 || id > nodes {
+			return 0, fmt.Errorf("kafka-metadata-quorum names leader %q, not one of nodes 1-%d", strings.TrimSpace(v), nodes)
+		}
+		return id - 1, nil
+	}
+	return 0, fmt.Errorf("no LeaderId in the output of kafka-metadata-quorum:\n%s", out)
+}
+
 func (c *Cluster) signal(i int, sig syscall.Signal, grace time.Duration) error {
 	if i < 0 || i >= len(c.nodes) {
 		return fmt.Errorf("no node %d (the cluster has %d)", i, len(c.nodes))
@@ -490,6 +629,11 @@ func (c *Cluster) signal(i int, sig syscall.Signal, grace time.Duration) error {
 		return nil
 	}
 	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	if sig == syscall.SIGSTOP || sig == syscall.SIGCONT {
+		return nil
+	}
+	// A paused node acts on SIGTERM only once it runs again.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGCONT)
 	if sig == syscall.SIGKILL {
 		<-exited
 		return nil

@@ -264,3 +264,29 @@ func running(pid int) bool {
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z")
 }
+
+func TestParseQuorumLeader(t *testing.T) {
+	status := `ClusterId:              a2Fma2FjaGFubmVsLXRzdA
+LeaderId:               2
+LeaderEpoch:            5
+HighWatermark:          812
+CurrentVoters:          [{"id": 1}, {"id": 2}, {"id": 3}]
+`
+	for _, tc := range []struct {
+		name, out string
+		want      int
+		wantErr   bool
+	}{
+		{"leader 2 is index 1", status, 1, false},
+		{"no leader line", "ClusterId: x\n", 0, true},
+		{"leader outside the cluster", "LeaderId: 7\n", 0, true},
+		{"no leader elected", "LeaderId: -1\n", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := parseQuorumLeader(tc.out, 3)
+			if (err != nil) != tc.wantErr || got != tc.want {
+				t.Fatalf("parseQuorumLeader = %d, %v; want %d, error %v", got, err, tc.want, tc.wantErr)
+			}
+		})
+	}
+}

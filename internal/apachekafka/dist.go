@@ -95,6 +95,7 @@ var tools = map[string][2]string{ // name: {3.x class, 4.x class}
 	"kafka-configs":             {"kafka.admin.ConfigCommand", "org.apache.kafka.tools.ConfigCommand"},
 	"kafka-topics":              {"org.apache.kafka.tools.TopicCommand", "org.apache.kafka.tools.TopicCommand"},
 	"kafka-broker-api-versions": {"kafka.admin.BrokerApiVersionsCommand", "org.apache.kafka.tools.BrokerApiVersionsCommand"},
+	"kafka-metadata-quorum":     {"org.apache.kafka.tools.MetadataQuorumCommand", "org.apache.kafka.tools.MetadataQuorumCommand"},
 }
 
 // MainClass is the Java class the distribution's script `name` (e.g. kafka-console-consumer)

@@ -39,12 +39,14 @@ type sink struct {
 	mode atomic.Int32
 	mu   sync.Mutex
 	got  map[string]int
+	// at is when each id was first accepted, for the gaps a fault leaves in delivery.
+	at map[string]time.Time
 	// refused counts the deliveries answered with an error.
 	refused atomic.Int64
 }
 
 func newSink(t *testing.T) *sink {
-	s := &sink{got: map[string]int{}}
+	s := &sink{got: map[string]int{}, at: map[string]time.Time{}}
 	s.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
 		switch s.mode.Load() {
@@ -62,6 +64,9 @@ func newSink(t *testing.T) *sink {
 		}
 		id := r.Header.Get("Ce-Id")
 		s.mu.Lock()
+		if s.got[id] == 0 {
+			s.at[id] = time.Now()
+		}
 		s.got[id]++
 		s.mu.Unlock()
 		w.WriteHeader(http.StatusAccepted)
@@ -258,6 +263,18 @@ const (
 // scenario's bound: what its faults may redeliver, see docs/reliability.md "Duplicates").
 func settle(t *testing.T, scenario string, maxDups int, ids []string, notes func() string, sinks ...*sink) {
 	t.Helper()
+	r := waitDelivered(t, scenario, ids, sinks...)
+	if r.Duplicates > maxDups {
+		t.Errorf("%s: %d duplicates, want at most %d", scenario, r.Duplicates, maxDups)
+	}
+	r.Notes = notes()
+	report(t, r)
+}
+
+// waitDelivered waits until every accepted id reached one of the sinks (or the deadline) and
+// fails the test on any loss; the caller reports the result.
+func waitDelivered(t *testing.T, scenario string, ids []string, sinks ...*sink) result {
+	t.Helper()
 	deadline := time.Now().Add(3 * time.Minute)
 	var delivered, dups int
 	var missing []string
@@ -288,16 +305,13 @@ func settle(t *testing.T, scenario string, maxDups int, ids []string, notes func
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
-	report(t, result{Scenario: scenario, Sent: len(ids), Delivered: delivered, Duplicates: dups, Lost: len(missing), Notes: notes()})
 	if len(missing) > 0 {
 		t.Errorf("%s: %d of %d accepted events never delivered, e.g. %v", scenario, len(missing), len(ids), missing[:min(5, len(missing))])
 	}
 	if len(ids) == 0 {
 		t.Errorf("%s: no event was accepted at all", scenario)
 	}
-	if dups > maxDups {
-		t.Errorf("%s: %d duplicates, want at most %d", scenario, dups, maxDups)
-	}
+	return result{Scenario: scenario, Sent: len(ids), Delivered: delivered, Duplicates: dups, Lost: len(missing)}
 }
 
 // channel creates a KafkaChannel with one subscriber and waits until it and the subscriber

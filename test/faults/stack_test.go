@@ -131,6 +131,9 @@ func getWorld(t *testing.T) *world {
 	if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") != "" {
 		t.Skip("fault suite: needs the embedded Kafka (it restarts and cuts it)")
 	}
+	if apacheMode() {
+		t.Skip("KAFKA=apache runs the scenarios on real brokers (TestApache*); this one is for the embedded Kafka")
+	}
 	assets := localstack.EnvtestAssets()
 	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
 		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
@@ -230,6 +233,11 @@ type result struct {
 	Duplicates int
 	Lost       int
 	Notes      string
+	// Kafka is the Apache Kafka version of a scenario on real brokers, empty on kfake: such
+	// rows go to their own table.
+	Kafka string
+	// Recovery says how long the fault interrupted the flow (real-broker scenarios).
+	Recovery string
 }
 
 var (
@@ -245,23 +253,37 @@ func report(t *testing.T, r result) {
 	resultsMu.Unlock()
 }
 
-func table() string {
+func table(rs []result) string {
 	var b strings.Builder
+	if len(rs) > 0 && rs[0].Kafka != "" {
+		b.WriteString("| scenario | Kafka | sent (202) | delivered unique | duplicates | lost | recovery | notes |\n|---|---|---|---|---|---|---|---|\n")
+		for _, r := range rs {
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %s | %s |\n", r.Scenario, r.Kafka, r.Sent, r.Delivered, r.Duplicates, r.Lost, r.Recovery, strings.ReplaceAll(r.Notes, "|", "\\|"))
+		}
+		return b.String()
+	}
 	b.WriteString("| scenario | sent (202) | delivered unique | duplicates | lost | notes |\n|---|---|---|---|---|---|\n")
-	for _, r := range results {
+	for _, r := range rs {
 		fmt.Fprintf(&b, "| %s | %d | %d | %d | %d | %s |\n", r.Scenario, r.Sent, r.Delivered, r.Duplicates, r.Lost, strings.ReplaceAll(r.Notes, "|", "\\|"))
 	}
 	return b.String()
 }
 
-// Markers in docs/reliability.md between which a run writes its table.
+// Markers in docs/reliability.md between which a run writes its table: one for the kfake
+// scenarios, one for those on three Apache Kafka brokers.
 const (
 	beginMarker = "<!-- fault table: begin -->"
 	endMarker   = "<!-- fault table: end -->"
 )
 
-// writeDoc replaces the table in the document named by KAFKACHANNEL_FAULTS_DOC.
-func writeDoc(path string, elapsed time.Duration, failed bool) error {
+// apacheMarkers delimit the table of the real-cluster scenarios on one Kafka version.
+func apacheMarkers(version string) (begin, end string) {
+	return "<!-- apache fault table " + version + ": begin -->", "<!-- apache fault table " + version + ": end -->"
+}
+
+// writeDoc replaces the table between beginMarker and endMarker in the document named by
+// KAFKACHANNEL_FAULTS_DOC.
+func writeDoc(path, beginMarker, endMarker string, rs []result, elapsed time.Duration, failed bool) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -277,13 +299,20 @@ func writeDoc(path string, elapsed time.Duration, failed bool) error {
 		mode = "full suite"
 		cmd = "make test-faults"
 	}
+	if apacheMode() {
+		mode = "three Apache Kafka brokers"
+		cmd = "make test-faults KAFKA=apache KAFKA_BROKERS=3"
+		if len(rs) > 0 {
+			cmd += " KAFKA_VERSION=" + rs[0].Kafka
+		}
+	}
 	status := "all scenarios passed"
 	if failed {
 		status = "SOME SCENARIOS FAILED (see the test output)"
 	}
 	section := fmt.Sprintf("%s\nLatest run: `%s` (%s), %s, took %s; %s; nproc %d, %s.\n\n%s%s",
 		beginMarker, cmd, mode, time.Now().UTC().Format("2006-01-02 15:04 MST"), elapsed.Round(time.Second),
-		status, runtime.NumCPU(), runtime.Version(), table(), endMarker)
+		status, runtime.NumCPU(), runtime.Version(), table(rs), endMarker)
 	doc = doc[:i] + section + doc[j+len(endMarker):]
 	return os.WriteFile(path, []byte(doc), 0o644)
 }
@@ -294,11 +323,35 @@ func TestMain(m *testing.M) {
 	if shared != nil {
 		shared.stop()
 	}
+	if apacheShared != nil {
+		apacheShared.stop()
+	}
 	resultsMu.Lock()
-	if len(results) > 0 {
-		fmt.Printf("\nfault suite results:\n%s", table())
+	var kfakeRows, apacheRows []result
+	for _, r := range results {
+		if r.Kafka != "" {
+			apacheRows = append(apacheRows, r)
+		} else {
+			kfakeRows = append(kfakeRows, r)
+		}
+	}
+	type part struct {
+		rows       []result
+		begin, end string
+	}
+	parts := []part{{kfakeRows, beginMarker, endMarker}}
+	if len(apacheRows) > 0 {
+		// One run is on one Kafka version: it rewrites that version's table only.
+		b, e := apacheMarkers(apacheRows[0].Kafka)
+		parts = append(parts, part{apacheRows, b, e})
+	}
+	for _, part := range parts {
+		if len(part.rows) == 0 {
+			continue
+		}
+		fmt.Printf("\nfault suite results:\n%s", table(part.rows))
 		if path := os.Getenv("KAFKACHANNEL_FAULTS_DOC"); path != "" {
-			if err := writeDoc(path, time.Since(start), code != 0); err != nil {
+			if err := writeDoc(path, part.begin, part.end, part.rows, time.Since(start), code != 0); err != nil {
 				fmt.Fprintln(os.Stderr, "writing", path, ":", err)
 			}
 		}
