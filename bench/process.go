@@ -40,6 +40,8 @@ func ChildMain(args []string) error {
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers: strings.Split(*brokers, ","), ChannelNamespace: Namespace, ChannelName: *name,
 		SessionTimeout: 6 * time.Second,
+		// The drain has to end within the session timeout (dispatcher.FinalCommitRoom).
+		DrainTimeout: 2 * time.Second,
 	})
 	if err != nil {
 		return err

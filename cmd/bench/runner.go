@@ -9,22 +9,39 @@ import (
 )
 
 const (
-	partitions   = 8
-	sinkLatency  = 5 * time.Millisecond
-	httpSenders  = 16
-	ingressConc  = 32
-	latencyRate  = 1000
-	latencyCount = 3000
-	rssSubs      = 100
-	rssParts     = 4
-	rssEvents    = 200
+	partitions  = 8
+	sinkLatency = 5 * time.Millisecond
+	httpSenders = 16
+	ingressConc = 32
+	latencyRate = 1000
+	rssParts    = 4
 )
+
+// sizes are the event counts and process sizes of one run: full for `make bench`, small for
+// `make bench-short`, which only proves the tool still runs end to end.
+type sizes struct {
+	// events is the record count of the throughput runs (P1, P4).
+	events int
+	// seconds is how long each ordered run delivers at its bound (P2 and the plot).
+	seconds      float64
+	latencyCount int
+	rssSubs      int
+	rssEvents    int
+}
+
+func fullSizes(events int) sizes {
+	return sizes{events: events, seconds: 2.5, latencyCount: 3000, rssSubs: 100, rssEvents: 200}
+}
+
+func shortSizes() sizes {
+	return sizes{events: 2000, seconds: 0.3, latencyCount: 300, rssSubs: 10, rssEvents: 20}
+}
 
 // runner runs every measurement in order and keeps what the plot and document need.
 type runner struct {
-	env    *bench.Env
-	events int
-	self   string
+	env *bench.Env
+	sizes
+	self string
 	// only limits the run to some figures (P1..P6; P7 runs with P1 and P2); nil: all.
 	only map[string]bool
 
@@ -129,10 +146,10 @@ func (r *runner) p2Row() []bench.Row {
 	const what = "dispatcher throughput, ordered, sink answering after 5 ms, 8 partitions"
 	target := ">= 0.9 x bound"
 	// About 2.5 s of delivery at the bound: long enough to average over, short for the budget.
-	n := int(bound(partitions) * 2.5)
+	n := int(bound(partitions) * r.seconds)
 	for _, p := range []int{1, 2, 4} {
 		progress("plot: ordered, %d partitions", p)
-		v, err := r.orderedRun(p, int(bound(p)*2))
+		v, err := r.orderedRun(p, int(bound(p)*r.seconds))
 		if err != nil {
 			progress("plot point %d partitions failed: %v", p, err)
 			continue
@@ -155,7 +172,7 @@ func (r *runner) p2Row() []bench.Row {
 	defer sink.Close()
 	progress("P2 practical bound: %d serial POST loops to the same sink", partitions)
 	// The serial loops and the naive loop below read the pre-filled records.
-	serial, err := r.env.SerialPostRate(ch, sink, 800, partitions)
+	serial, err := r.env.SerialPostRate(ch, sink, min(800, n), partitions)
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P2", what, target, err)}
 	}
@@ -172,7 +189,7 @@ func (r *runner) p2Row() []bench.Row {
 		Ratio:    fmt.Sprintf("%.2f (%.2f of serial)", ratio, v/serial), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}}
 	progress("P7: naive loop, %s sink", sinkLatency)
-	naive, err := r.env.NaiveRate(ch, sink, 300, 20*time.Second)
+	naive, err := r.env.NaiveRate(ch, sink, min(300, n/4), 20*time.Second)
 	if err != nil {
 		return append(rows, bench.ErrorRow("P7b", "naive loop, 5 ms sink", ">> 1", err))
 	}
@@ -193,7 +210,7 @@ func (r *runner) p3Row() bench.Row {
 	if err != nil {
 		return bench.ErrorRow("P3", what, target, err)
 	}
-	direct, err := r.env.DirectLatency(chd, latencyCount, latencyRate)
+	direct, err := r.env.DirectLatency(chd, r.latencyCount, latencyRate)
 	if err != nil {
 		return bench.ErrorRow("P3", what, target, err)
 	}
@@ -207,7 +224,7 @@ func (r *runner) p3Row() bench.Row {
 		return bench.ErrorRow("P3", what, target, err)
 	}
 	defer sink.Close()
-	l, err := r.env.EndToEndLatency(ch, sink, latencyCount, latencyRate)
+	l, err := r.env.EndToEndLatency(ch, sink, r.latencyCount, latencyRate)
 	if err != nil {
 		return bench.ErrorRow("P3", what, target, err)
 	}
@@ -250,9 +267,9 @@ func (r *runner) p4Row() bench.Row {
 }
 
 func (r *runner) p5Rows() []bench.Row {
-	what := fmt.Sprintf("dispatcher process RSS, %d subscribers x %d partitions", rssSubs, rssParts)
-	progress("P5: dispatcher process with %d subscribers", rssSubs)
-	res, err := r.env.DispatcherRSS(r.self, rssSubs, rssParts, rssEvents)
+	what := fmt.Sprintf("dispatcher process RSS, %d subscribers x %d partitions", r.rssSubs, rssParts)
+	progress("P5: dispatcher process with %d subscribers", r.rssSubs)
+	res, err := r.env.DispatcherRSS(r.self, r.rssSubs, rssParts, r.rssEvents)
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P5", what, "<= 150 MB idle", err)}
 	}
