@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
@@ -37,8 +38,10 @@ type Env struct {
 	External bool
 	client   *kafka.Client
 	closeFn  func()
-	seq      atomic.Int64
-	runID    string
+	// cluster is the embedded Kafka (nil for a real cluster): S2 counts its requests.
+	cluster *kfake.Cluster
+	seq     atomic.Int64
+	runID   string
 }
 
 // NewEnv starts the embedded Kafka unless KAFKA_BOOTSTRAP_SERVERS names a cluster.
@@ -55,6 +58,7 @@ func NewEnv() (*Env, error) {
 		}
 		e.Brokers = c.ListenAddrs()
 		e.closeFn = c.Close
+		e.cluster = c
 	}
 	e.client = &kafka.Client{Addr: kafka.TCP(e.Brokers...), Timeout: 30 * time.Second}
 	return e, nil

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,7 +27,7 @@ import (
 const ChildCommand = "dispatcher-child"
 
 // ChildMain runs a dispatcher with many subscribers in this process until stdin closes, and
-// prints "ready" once every subscriber is Ready. Kafka and the subscribers live in the parent,
+// prints "ready" once every subscriber is Ready (and "goroutines N" when asked on stdin). Kafka and the subscribers live in the parent,
 // so this process's RSS is the dispatcher's alone.
 func ChildMain(args []string) error {
 	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
@@ -53,8 +54,16 @@ func ChildMain(args []string) error {
 	d.Update(dispatcher.Channel{Subscribers: specs})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		// The parent closes stdin to stop us (and dying with it if it is killed).
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		// The parent closes stdin to stop us (and dying with it if it is killed); the line
+		// "goroutines" asks for the goroutine count (S2).
+		in := bufio.NewReader(os.Stdin)
+		for {
+			line, err := in.ReadString('\n')
+			if err != nil || strings.TrimSpace(line) != "goroutines" {
+				break
+			}
+			fmt.Printf("goroutines %d\n", runtime.NumGoroutine())
+		}
 		cancel()
 	}()
 	go func() {

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/kafkachannel/kafkachannel/bench"
@@ -15,6 +17,9 @@ const (
 	ingressConc = 32
 	latencyRate = 1000
 	rssParts    = 4
+	largeSize   = 20 << 10
+	fanSubs     = 50
+	idleParts   = 4
 )
 
 // sizes are the event counts and process sizes of one run: full for `make bench`, small for
@@ -27,14 +32,23 @@ type sizes struct {
 	latencyCount int
 	rssSubs      int
 	rssEvents    int
+	// largeEvents is P4b's count of 20 KB events.
+	largeEvents int
+	// fanEvents is P8's records, each delivered to every one of fanSubs subscribers.
+	fanEvents int
+	// idleChannels dispatcher processes are measured for S2, idle for idleWindow.
+	idleChannels int
+	idleWindow   time.Duration
 }
 
 func fullSizes(events int) sizes {
-	return sizes{events: events, seconds: 2.5, latencyCount: 3000, rssSubs: 100, rssEvents: 200}
+	return sizes{events: events, seconds: 2.5, latencyCount: 3000, rssSubs: 100, rssEvents: 200,
+		largeEvents: events / 4, fanEvents: events / fanSubs, idleChannels: 8, idleWindow: 10 * time.Second}
 }
 
 func shortSizes() sizes {
-	return sizes{events: 2000, seconds: 0.3, latencyCount: 300, rssSubs: 10, rssEvents: 20}
+	return sizes{events: 2000, seconds: 0.3, latencyCount: 300, rssSubs: 10, rssEvents: 20,
+		largeEvents: 300, fanEvents: 20, idleChannels: 2, idleWindow: 2 * time.Second}
 }
 
 // runner runs every measurement in order and keeps what the plot and document need.
@@ -63,7 +77,10 @@ func (r *runner) all() []bench.Row {
 		{"P1", r.p1Row}, {"P2", r.p2Row},
 		{"P3", func() []bench.Row { return []bench.Row{r.p3Row()} }},
 		{"P4", func() []bench.Row { return []bench.Row{r.p4Row()} }},
+		{"P4B", func() []bench.Row { return []bench.Row{r.p4bRow()} }},
 		{"P5", r.p5Rows}, {"P6", r.p6Rows},
+		{"P8", func() []bench.Row { return []bench.Row{r.p8Row()} }},
+		{"S2", r.s2Rows},
 	} {
 		if r.only != nil && !r.only[step.id] {
 			continue
@@ -188,6 +205,18 @@ func (r *runner) p2Row() []bench.Row {
 		Baseline: fmt.Sprintf("bound partitions/latency %s; 8 serial POST loops %s", bench.Rate(bound(partitions)), bench.Rate(serial)),
 		Ratio:    fmt.Sprintf("%.2f (%.2f of serial)", ratio, v/serial), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}}
+	progress("P2: dispatcher, ordered, 32 partitions, %s sink", sinkLatency)
+	const what32 = "dispatcher throughput, ordered, sink answering after 5 ms, 32 partitions"
+	if v32, err := r.orderedRun(32, int(bound(32)*r.seconds)); err != nil {
+		rows = append(rows, bench.ErrorRow("P2 32p", what32, target, err))
+	} else {
+		r.points = append(r.points, bench.Point{Partitions: 32, Rate: v32, Bound: bound(32)})
+		rows = append(rows, bench.Row{
+			ID: "P2 32p", What: what32, Value: bench.Rate(v32),
+			Baseline: "bound partitions/latency " + bench.Rate(bound(32)),
+			Ratio:    fmt.Sprintf("%.2f", v32/bound(32)), Target: target, Pass: bench.Verdict(v32/bound(32) >= 0.9),
+		})
+	}
 	progress("P7: naive loop, %s sink", sinkLatency)
 	naive, err := r.env.NaiveRate(ch, sink, min(300, n/4), 20*time.Second)
 	if err != nil {
@@ -264,6 +293,108 @@ func (r *runner) p4Row() bench.Row {
 		Baseline: fmt.Sprintf("raw Writer %s", bench.Rate(raw)),
 		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.7),
 	}
+}
+
+// p4bRow is P4 with 20 KB events, in MB/s of event data.
+func (r *runner) p4bRow() bench.Row {
+	what := fmt.Sprintf("receiver ingress, 20 KB events, acks=all, %d concurrent HTTP senders", ingressConc)
+	target := ">= 0.8 x raw Writer (MB/s)"
+	data := bench.Payload(largeSize)
+	mb := func(perSec float64) float64 { return perSec * float64(len(data)) / 1e6 }
+	progress("P4b baseline: raw kafka-go Writer, %d goroutines, 20 KB records", ingressConc)
+	chw, err := r.env.NewChannel("p4braw", partitions)
+	if err != nil {
+		return bench.ErrorRow("P4b", what, target, err)
+	}
+	raw, err := r.env.WriterRateData(chw, r.largeEvents, ingressConc, data)
+	if err != nil {
+		return bench.ErrorRow("P4b", what, target, err)
+	}
+	progress("P4b: receiver, %d senders, 20 KB events", ingressConc)
+	ch, err := r.env.NewChannel("p4b", partitions)
+	if err != nil {
+		return bench.ErrorRow("P4b", what, target, err)
+	}
+	v, err := r.env.ReceiverRateData(ch, r.largeEvents, ingressConc, data)
+	if err != nil {
+		return bench.ErrorRow("P4b", what, target, err)
+	}
+	ratio := v / raw
+	return bench.Row{
+		ID: "P4b", What: what, Value: fmt.Sprintf("%.1f MB/s (%s)", mb(v), bench.Rate(v)),
+		Baseline: fmt.Sprintf("raw Writer %.1f MB/s (%s)", mb(raw), bench.Rate(raw)),
+		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+	}
+}
+
+// p8Row is P8: one dispatcher delivering one channel to 50 subscribers, against P1.
+func (r *runner) p8Row() bench.Row {
+	what := fmt.Sprintf("dispatcher fan-out, 1 channel, %d subscribers, instant sink, %d partitions, total deliveries", fanSubs, partitions)
+	target := ">= 0.7 x P1"
+	progress("P8: dispatcher, %d subscribers x %d records", fanSubs, r.fanEvents)
+	ch, err := r.env.NewChannel("p8", partitions)
+	if err != nil {
+		return bench.ErrorRow("P8", what, target, err)
+	}
+	v, err := r.env.FanOutRate(ch, fanSubs, r.fanEvents, 2*time.Minute)
+	if err != nil {
+		return bench.ErrorRow("P8", what, target, err)
+	}
+	if r.p1 == 0 {
+		return bench.Row{ID: "P8", What: what, Value: bench.Rate(v), Baseline: "(P1 not run)", Ratio: "-", Target: target, Pass: "-"}
+	}
+	ratio := v / r.p1
+	return bench.Row{
+		ID: "P8", What: what, Value: bench.Rate(v), Baseline: "P1 " + bench.Rate(r.p1),
+		Ratio: fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.7),
+	}
+}
+
+// s2Rows is S2: what an idle channel costs, on real dispatcher processes.
+func (r *runner) s2Rows() []bench.Row {
+	what := fmt.Sprintf("idle dispatcher process per channel (1 subscriber, %d partitions), %d processes", idleParts, r.idleChannels)
+	progress("S2: %d idle dispatcher processes, requests counted for %s", r.idleChannels, r.idleWindow)
+	res, err := r.env.IdleCost(r.self, r.idleChannels, idleParts, r.idleWindow)
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("S2", what, "<= 25 MB; <= 1 fetch/s per partition", err)}
+	}
+	rows := []bench.Row{
+		{ID: "S2 RSS", What: what + ", RSS", Value: fmt.Sprintf("%.1f MB (max %.1f)", res.RSSMB, res.MaxRSSMB),
+			Baseline: "(absolute)", Ratio: "-", Target: "<= 25 MB", Pass: bench.Verdict(res.MaxRSSMB <= 25)},
+		{ID: "S2 proc", What: what + ", goroutines and Kafka connections", Value: fmt.Sprintf("%.0f goroutines, %.0f Kafka connections (max %.0f, %.0f)", res.Goroutines, res.KafkaConns, res.MaxGorout, res.MaxConns),
+			Baseline: "(absolute)", Ratio: "-", Target: "(reported)", Pass: "-"},
+	}
+	if !res.Counted {
+		return append(rows, bench.Row{ID: "S2 fetch", What: what + ", idle requests to the broker", Value: "-",
+			Baseline: "(needs the embedded Kafka)", Ratio: "-", Target: "<= 1 fetch/s per partition", Pass: "-"})
+	}
+	fetch := res.FetchPerPartitionSec()
+	return append(rows, bench.Row{
+		ID: "S2 fetch", What: what + ", idle requests to the broker",
+		Value:    fmt.Sprintf("%.2f fetch/s per partition; %.1f requests/s per channel", fetch, res.PerChannelSec()),
+		Baseline: "(absolute; " + requestMix(res) + ")", Ratio: "-", Target: "<= 1 fetch/s per partition", Pass: bench.Verdict(fetch <= 1),
+	})
+}
+
+// requestMix lists the idle requests per second and channel by API, most frequent first.
+func requestMix(res bench.IdleResult) string {
+	type kv struct {
+		k string
+		v int
+	}
+	var all []kv
+	for k, v := range res.Requests {
+		all = append(all, kv{k, v})
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v || (all[i].v == all[j].v && all[i].k < all[j].k) })
+	var parts []string
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%s %.2f/s", e.k, float64(e.v)/res.Window.Seconds()/float64(res.Channels)))
+	}
+	if len(parts) == 0 {
+		return "no requests"
+	}
+	return "per channel: " + strings.Join(parts, ", ")
 }
 
 func (r *runner) p5Rows() []bench.Row {
