@@ -40,9 +40,7 @@ func ChildMain(args []string) error {
 	}
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers: strings.Split(*brokers, ","), ChannelNamespace: Namespace, ChannelName: *name,
-		SessionTimeout: 6 * time.Second,
-		// The drain has to end within the session timeout (dispatcher.FinalCommitRoom).
-		DrainTimeout: 2 * time.Second,
+		// The production defaults (session, drain, fetch wait), as the dispatcher binary runs.
 	})
 	if err != nil {
 		return err
@@ -181,21 +179,24 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 }
 
 // vmRSS reads a process's resident set size in MB from /proc.
-func vmRSS(pid int) (float64, error) {
+func vmRSS(pid int) (float64, error) { return procStatusMB(pid, "VmRSS") }
+
+// procStatusMB reads one kB field of /proc/PID/status (VmRSS, RssAnon, RssFile) in MB.
+func procStatusMB(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading the RSS of %d: %w", pid, err)
+		return 0, fmt.Errorf("reading the status of %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			if err != nil {
-				return 0, fmt.Errorf("parsing VmRSS %q: %w", v, err)
+				return 0, fmt.Errorf("parsing %s %q: %w", field, v, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	return 0, fmt.Errorf("no %s in /proc status", field)
 }
 
 // Timings are P6.

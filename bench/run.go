@@ -41,10 +41,7 @@ func Subscriber(uid, url string) v1beta1.SubscriberSpec {
 func (e *Env) RunDispatcher(ch Channel, c dispatcher.Channel) (*dispatcher.Dispatcher, func(), error) {
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers: e.Brokers, ChannelNamespace: Namespace, ChannelName: ch.Name, Topic: ch.Topic,
-		// The embedded Kafka accepts short sessions; a real cluster's minimum is 6 s.
-		SessionTimeout: 6 * time.Second,
-		// The drain has to end within the session timeout (dispatcher.FinalCommitRoom).
-		DrainTimeout: 2 * time.Second,
+		// The production defaults (session, drain, fetch wait), as the dispatcher binary runs.
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("creating the dispatcher: %w", err)

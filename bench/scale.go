@@ -99,7 +99,9 @@ type IdleResult struct {
 	Channels   int
 	Partitions int
 	// RSSMB, Goroutines and KafkaConns are per process: the mean and the largest.
-	RSSMB, MaxRSSMB       float64
+	RSSMB, MaxRSSMB float64
+	// AnonMB and FileMB split RSSMB (mean): the heap and stacks, and the mapped binary.
+	AnonMB, FileMB        float64
 	Goroutines, MaxGorout float64
 	KafkaConns, MaxConns  float64
 	// Window is how long requests were counted while every process was idle.
@@ -247,7 +249,17 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		if err != nil {
 			return res, err
 		}
+		anon, err := procStatusMB(k.cmd.Process.Pid, "RssAnon")
+		if err != nil {
+			return res, err
+		}
+		file, err := procStatusMB(k.cmd.Process.Pid, "RssFile")
+		if err != nil {
+			return res, err
+		}
 		n := float64(len(kids))
+		res.AnonMB += anon / n
+		res.FileMB += file / n
 		res.RSSMB += mb / n
 		res.MaxRSSMB = max(res.MaxRSSMB, mb)
 		res.Goroutines += float64(g) / n
