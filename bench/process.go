@@ -40,6 +40,7 @@ func ChildMain(args []string) error {
 	}
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers: strings.Split(*brokers, ","), ChannelNamespace: Namespace, ChannelName: *name,
+		Log: ProductionLog(),
 		// The production defaults (session, drain, fetch wait), as the dispatcher binary runs.
 	})
 	if err != nil {
