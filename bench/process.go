@@ -3,13 +3,11 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
@@ -113,52 +111,19 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Close() }()
 
-	cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
-		"--sink", "http://"+ln.Addr().String()+"/", "--subscribers", strconv.Itoa(subs))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	cmd.Stderr = os.Stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("starting the dispatcher process: %w", err)
+	k, err := e.startChild(self, ch, "http://"+ln.Addr().String()+"/", subs)
+	if err != nil {
+		return res, err
 	}
-	defer func() {
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err == nil && strings.TrimSpace(line) != "ready" {
-			err = fmt.Errorf("unexpected output %q", line)
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			return res, fmt.Errorf("dispatcher process: %w", err)
-		}
-	case <-time.After(90 * time.Second):
-		return res, errors.New("dispatcher process: subscribers not Ready after 90 s")
+	defer func() { _ = k.stdin.Close(); k.wait() }()
+	if err := expectLine(k.out, "ready", 90*time.Second); err != nil {
+		return res, fmt.Errorf("dispatcher process: %w", err)
 	}
 	res.ReadyAfter = time.Since(start)
 	// Let start-up garbage be collected the way it would in a long-running pod.
 	time.Sleep(3 * time.Second)
-	if res.IdleMB, err = vmRSS(cmd.Process.Pid); err != nil {
+	if res.IdleMB, err = vmRSS(k.cmd.Process.Pid); err != nil {
 		return res, err
 	}
 	if err := e.Fill(ch, "rss", events); err != nil {
@@ -167,7 +132,7 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 	want := int64(events * subs)
 	deadline := time.Now().Add(60 * time.Second)
 	for delivered.Load() < want && time.Now().Before(deadline) {
-		if mb, err := vmRSS(cmd.Process.Pid); err == nil && mb > res.LoadMB {
+		if mb, err := vmRSS(k.cmd.Process.Pid); err == nil && mb > res.LoadMB {
 			res.LoadMB = mb
 		}
 		time.Sleep(100 * time.Millisecond)

@@ -173,25 +173,13 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 	defer func() { _ = sink.srv.Close() }()
 	counts, reset, counted := e.countRequests()
 	res.Counted = counted
-	type child struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-		out   *bufio.Reader
-	}
-	var kids []child
+	var kids []*child
 	defer func() {
 		for _, k := range kids {
 			_ = k.stdin.Close()
 		}
 		for _, k := range kids {
-			done := make(chan struct{})
-			go func() { _ = k.cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				_ = k.cmd.Process.Kill()
-				<-done
-			}
+			k.wait()
 		}
 	}()
 	for i := range channels {
@@ -199,21 +187,11 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		if err != nil {
 			return res, err
 		}
-		cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
-			"--sink", sink.URL, "--subscribers", "1")
-		stdin, err := cmd.StdinPipe()
+		k, err := e.startChild(self, ch, sink.URL, 1)
 		if err != nil {
-			return res, err
+			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
 		}
-		stdout, err := cmd.StdoutPipe()
-		if err != nil {
-			return res, err
-		}
-		cmd.Stderr = os.Stderr
-		if err := cmd.Start(); err != nil {
-			return res, fmt.Errorf("starting dispatcher process %d: %w", i, err)
-		}
-		kids = append(kids, child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)})
+		kids = append(kids, k)
 	}
 	for i, k := range kids {
 		if err := expectLine(k.out, "ready", 90*time.Second); err != nil {
@@ -268,6 +246,44 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		res.MaxConns = max(res.MaxConns, float64(conns))
 	}
 	return res, nil
+}
+
+// child is the bench binary running as a dispatcher process (ChildMain).
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startChild starts a dispatcher process for ch with subs subscribers at sinkURL + "sub-NNN".
+func (e *Env) startChild(self string, ch Channel, sinkURL string, subs int) (*child, error) {
+	cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
+		"--sink", sinkURL, "--subscribers", strconv.Itoa(subs))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the dispatcher process: %w", err)
+	}
+	return &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}, nil
+}
+
+// wait waits for a child whose stdin was closed to stop, and kills it after 20 s.
+func (k *child) wait() {
+	done := make(chan struct{})
+	go func() { _ = k.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = k.cmd.Process.Kill()
+		<-done
+	}
 }
 
 func readLine(r *bufio.Reader, budget time.Duration) (string, error) {
