@@ -38,6 +38,9 @@ type Env struct {
 	External bool
 	client   *kafka.Client
 	closeFn  func()
+	// Settle is how long a started dispatcher process idles before it is measured (P5, S2), so
+	// start-up garbage is collected as in a long-running pod; 3 s unless set.
+	Settle time.Duration
 	// cluster is the embedded Kafka (nil for a real cluster): S2 counts its requests.
 	cluster *kfake.Cluster
 	seq     atomic.Int64
@@ -46,7 +49,7 @@ type Env struct {
 
 // NewEnv starts the embedded Kafka unless KAFKA_BOOTSTRAP_SERVERS names a cluster.
 func NewEnv() (*Env, error) {
-	e := &Env{runID: strconv.FormatInt(time.Now().Unix()%1000000, 36)}
+	e := &Env{runID: strconv.FormatInt(time.Now().Unix()%1000000, 36), Settle: 3 * time.Second}
 	if s := os.Getenv("KAFKA_BOOTSTRAP_SERVERS"); s != "" {
 		e.Brokers = strings.Split(s, ",")
 		e.External = true

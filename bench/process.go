@@ -122,7 +122,7 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 	}
 	res.ReadyAfter = time.Since(start)
 	// Let start-up garbage be collected the way it would in a long-running pod.
-	time.Sleep(3 * time.Second)
+	time.Sleep(e.Settle)
 	if res.IdleMB, err = vmRSS(k.cmd.Process.Pid); err != nil {
 		return res, err
 	}

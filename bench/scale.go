@@ -199,7 +199,7 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		}
 	}
 	// Start-up garbage collected, joins and first commits done: the steady idle state.
-	time.Sleep(3 * time.Second)
+	time.Sleep(e.Settle)
 	reset()
 	time.Sleep(window)
 	res.Requests = counts()

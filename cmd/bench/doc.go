@@ -47,7 +47,7 @@ group is not in it (P6 measures that).
 ![ordered dispatcher throughput (events/s, y) against partitions (x), sink answering after 5 ms; red ticks: the bound partitions / latency](benchmarks.png)
 
 Blue bars: events/s the dispatcher delivered in ordered mode to a subscriber that answers after
-5 ms, for 1, 2, 4 and 8 partitions (x axis). Red ticks: the bound partitions / latency (one
+5 ms, for 1, 2, 4, 8 and 32 partitions (x axis). Red ticks: the bound partitions / latency (one
 delivery in flight per partition). The bars track the bound: ordered throughput scales with
 partitions, which is why a channel that needs more should get more partitions, or be unordered.
 
@@ -181,7 +181,9 @@ and the senders as well as the code under test).
   MaxWait is now 2 s (the broker holds an idle fetch 1 s; a record written meanwhile is
   answered at once; in eight alternating P3 runs with 2 s and 500 ms, p50 was 1.9-2.3 ms in
   seven, and the p99s of both overlapped within the load's noise: 6-42 ms and 8-577 ms), and the default drain 5 s instead of 6 s
-  to stay within the 10 s session (heartbeat + drain + MaxWait + 2 s). Idle a channel now costs
+  to stay within the 10 s session (heartbeat + drain + MaxWait + 2 s). The price: closing a
+  partition reader (rebalance, shutdown) waits for the pending fetch, ~1 s instead of ~0.4 s
+  (P6b stays ~1.0 s; ` + "`make bench-short`" + ` took ~6 s longer over its dozen dispatcher stops). Idle a channel now costs
   4 fetches, 1 heartbeat and ~0.5-1 metadata requests a second; its processes hold 24
   goroutines and 8-9 Kafka connections (one per partition reader, the group coordinator, the
   admin transport). Of the 35-39 MB RSS, 6.5-7.2 MB is anonymous (heap and stacks) and 28-31 MB

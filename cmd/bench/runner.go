@@ -39,16 +39,21 @@ type sizes struct {
 	// idleChannels dispatcher processes are measured for S2, idle for idleWindow.
 	idleChannels int
 	idleWindow   time.Duration
+	// settle is how long dispatcher processes idle before they are measured (P5, S2).
+	settle time.Duration
+	// plotPartitions are the ordered runs the plot has besides P2's 8 and 32 partitions.
+	plotPartitions []int
 }
 
 func fullSizes(events int) sizes {
 	return sizes{events: events, seconds: 2.5, latencyCount: 3000, rssSubs: 100, rssEvents: 200,
-		largeEvents: events / 4, fanEvents: events / fanSubs, idleChannels: 8, idleWindow: 10 * time.Second}
+		largeEvents: events / 4, fanEvents: events / fanSubs, idleChannels: 8, idleWindow: 10 * time.Second,
+		settle: 3 * time.Second, plotPartitions: []int{1, 2, 4}}
 }
 
 func shortSizes() sizes {
 	return sizes{events: 2000, seconds: 0.3, latencyCount: 300, rssSubs: 10, rssEvents: 20,
-		largeEvents: 300, fanEvents: 20, idleChannels: 2, idleWindow: 2 * time.Second}
+		largeEvents: 300, fanEvents: 20, idleChannels: 2, idleWindow: time.Second, settle: time.Second}
 }
 
 // runner runs every measurement in order and keeps what the plot and document need.
@@ -69,6 +74,7 @@ func progress(format string, args ...any) {
 }
 
 func (r *runner) all() []bench.Row {
+	r.env.Settle = r.settle
 	var rows []bench.Row
 	for _, step := range []struct {
 		id  string
@@ -164,7 +170,7 @@ func (r *runner) p2Row() []bench.Row {
 	target := ">= 0.9 x bound"
 	// About 2.5 s of delivery at the bound: long enough to average over, short for the budget.
 	n := int(bound(partitions) * r.seconds)
-	for _, p := range []int{1, 2, 4} {
+	for _, p := range r.plotPartitions {
 		progress("plot: ordered, %d partitions", p)
 		v, err := r.orderedRun(p, int(bound(p)*r.seconds))
 		if err != nil {
