@@ -183,7 +183,8 @@ and the senders as well as the code under test).
   seven, and the p99s of both overlapped within the load's noise: 6-42 ms and 8-577 ms), and the default drain 5 s instead of 6 s
   to stay within the 10 s session (heartbeat + drain + MaxWait + 2 s). The price: closing a
   partition reader (rebalance, shutdown) waits for the pending fetch, ~1 s instead of ~0.4 s
-  (P6b stays ~1.0 s; ` + "`make bench-short`" + ` took ~6 s longer over its dozen dispatcher stops). Idle a channel now costs
+  (P6b stays ~1.0 s; ` + "`make bench-short`" + ` took ~6 s longer over its dozen dispatcher stops).
+  Idle a channel now costs
   4 fetches, 1 heartbeat and ~0.5-1 metadata requests a second; its processes hold 24
   goroutines and 8-9 Kafka connections (one per partition reader, the group coordinator, the
   admin transport). Of the 35-39 MB RSS, 6.5-7.2 MB is anonymous (heap and stacks) and 28-31 MB
