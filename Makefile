@@ -99,7 +99,7 @@ lint: golangci-lint ## Run golangci-lint (waits for another running instance ins
 	$(GOLANGCI_LINT) run --allow-serial-runners ./...
 
 .PHONY: test
-test: verify-generated verify-bundle fmt-check vet lint envtest kcat kafka-dist fuzz-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests, the real-Kafka smoke (Apache Kafka $(KAFKA_VERSION)).
+test: verify-generated verify-bundle fmt-check vet lint envtest kcat kafka-dist fuzz-short bench-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests, the real-Kafka smoke (Apache Kafka $(KAFKA_VERSION)).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
@@ -157,6 +157,10 @@ ifeq ($(KAFKA),apache)
 else
 	go run ./cmd/bench
 endif
+
+.PHONY: bench-short
+bench-short: ## A few-second run of the bench tool with small counts: prints the table, writes no doc; fails only if a measurement errors, never on a ratio (part of make test).
+	go run ./cmd/bench -short
 
 .PHONY: test-unit
 test-unit: ## Run only the tests that need neither envtest nor the local stack.

@@ -67,11 +67,20 @@ func joinBrokers(b []string) string {
 	return out
 }
 
-var payload = []byte(`{"pad":"` + string(bytes.Repeat([]byte("x"), 240)) + `"}`)
+// Payload is a JSON document of about `size` bytes: the data of the benchmark's events.
+func Payload(size int) []byte {
+	return []byte(`{"pad":"` + string(bytes.Repeat([]byte("x"), max(size-10, 0))) + `"}`)
+}
+
+// payload is the 256-byte data of P3 and P4.
+var payload = Payload(250)
 
 // send posts one binary-mode event and wants 202.
-func send(client *http.Client, url, id string) error {
-	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(payload))
+func send(client *http.Client, url, id string) error { return sendData(client, url, id, payload) }
+
+// sendData posts one binary-mode event with data and wants 202.
+func sendData(client *http.Client, url, id string, data []byte) error {
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(data))
 	if err != nil {
 		return err
 	}
@@ -129,6 +138,11 @@ func parallel(n, workers int, job func(i int) error) (float64, error) {
 
 // ReceiverRate is P4: n events through the receiver from `senders` concurrent HTTP clients.
 func (e *Env) ReceiverRate(ch Channel, n, senders int) (float64, error) {
+	return e.ReceiverRateData(ch, n, senders, payload)
+}
+
+// ReceiverRateData is ReceiverRate with events carrying data (P4b: 20 KB).
+func (e *Env) ReceiverRateData(ch Channel, n, senders int, data []byte) (float64, error) {
 	r, err := e.StartReceiver(ch)
 	if err != nil {
 		return 0, err
@@ -136,26 +150,34 @@ func (e *Env) ReceiverRate(ch Channel, n, senders int) (float64, error) {
 	defer r.Close()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders * 2}}
 	// Warm up: the writer's first request fetches metadata.
-	if err := send(client, r.URL, "warmup"); err != nil {
+	if err := sendData(client, r.URL, "warmup", data); err != nil {
 		return 0, err
 	}
-	return parallel(n, senders, func(i int) error { return send(client, r.URL, "p4-"+strconv.Itoa(i)) })
+	return parallel(n, senders, func(i int) error { return sendData(client, r.URL, "p4-"+strconv.Itoa(i), data) })
 }
 
 // WriterRate is P4's baseline: a raw kafka-go Writer tuned like the receiver's (acks=all,
 // 1 ms batch timeout, batch size 1000), `senders` goroutines each writing one record at a time.
 func (e *Env) WriterRate(ch Channel, n, senders int) (float64, error) {
+	return e.WriterRateData(ch, n, senders, payload)
+}
+
+// WriterRateData is WriterRate with records carrying data (P4b: 20 KB). BatchBytes is the
+// receiver's body limit (the receiver adds a little header room), so large records batch about
+// as they do there.
+func (e *Env) WriterRateData(ch Channel, n, senders int, data []byte) (float64, error) {
 	w := &kafka.Writer{
 		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.Hash{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: receiver.DefaultBatchTimeout, BatchSize: receiver.DefaultBatchSize,
+		BatchBytes: receiver.DefaultMaxBodyBytes,
 	}
 	defer func() { _ = w.Close() }()
 	ctx := context.Background()
-	if err := w.WriteMessages(ctx, kafka.Message{Value: payload}); err != nil {
+	if err := w.WriteMessages(ctx, kafka.Message{Value: data}); err != nil {
 		return 0, fmt.Errorf("raw writer warm-up: %w", err)
 	}
 	return parallel(n, senders, func(i int) error {
-		return w.WriteMessages(ctx, kafka.Message{Value: payload, Headers: []kafka.Header{{Key: "ce_id", Value: []byte(strconv.Itoa(i))}}})
+		return w.WriteMessages(ctx, kafka.Message{Value: data, Headers: []kafka.Header{{Key: "ce_id", Value: []byte(strconv.Itoa(i))}}})
 	})
 }
 

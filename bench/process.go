@@ -3,13 +3,12 @@ package bench
 import (
 	"bufio"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -26,7 +25,7 @@ import (
 const ChildCommand = "dispatcher-child"
 
 // ChildMain runs a dispatcher with many subscribers in this process until stdin closes, and
-// prints "ready" once every subscriber is Ready. Kafka and the subscribers live in the parent,
+// prints "ready" once every subscriber is Ready (and "goroutines N" when asked on stdin). Kafka and the subscribers live in the parent,
 // so this process's RSS is the dispatcher's alone.
 func ChildMain(args []string) error {
 	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
@@ -39,7 +38,8 @@ func ChildMain(args []string) error {
 	}
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers: strings.Split(*brokers, ","), ChannelNamespace: Namespace, ChannelName: *name,
-		SessionTimeout: 6 * time.Second,
+		Log: ProductionLog(),
+		// The production defaults (session, drain, fetch wait), as the dispatcher binary runs.
 	})
 	if err != nil {
 		return err
@@ -51,8 +51,16 @@ func ChildMain(args []string) error {
 	d.Update(dispatcher.Channel{Subscribers: specs})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		// The parent closes stdin to stop us (and dying with it if it is killed).
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		// The parent closes stdin to stop us (and dying with it if it is killed); the line
+		// "goroutines" asks for the goroutine count (S2).
+		in := bufio.NewReader(os.Stdin)
+		for {
+			line, err := in.ReadString('\n')
+			if err != nil || strings.TrimSpace(line) != "goroutines" {
+				break
+			}
+			fmt.Printf("goroutines %d\n", runtime.NumGoroutine())
+		}
 		cancel()
 	}()
 	go func() {
@@ -103,52 +111,19 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Close() }()
 
-	cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
-		"--sink", "http://"+ln.Addr().String()+"/", "--subscribers", strconv.Itoa(subs))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	cmd.Stderr = os.Stderr
 	start := time.Now()
-	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("starting the dispatcher process: %w", err)
+	k, err := e.startChild(self, ch, "http://"+ln.Addr().String()+"/", subs)
+	if err != nil {
+		return res, err
 	}
-	defer func() {
-		_ = stdin.Close()
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}()
-	ready := make(chan error, 1)
-	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
-		if err == nil && strings.TrimSpace(line) != "ready" {
-			err = fmt.Errorf("unexpected output %q", line)
-		}
-		ready <- err
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			return res, fmt.Errorf("dispatcher process: %w", err)
-		}
-	case <-time.After(90 * time.Second):
-		return res, errors.New("dispatcher process: subscribers not Ready after 90 s")
+	defer func() { _ = k.stdin.Close(); k.wait() }()
+	if err := expectLine(k.out, "ready", 90*time.Second); err != nil {
+		return res, fmt.Errorf("dispatcher process: %w", err)
 	}
 	res.ReadyAfter = time.Since(start)
 	// Let start-up garbage be collected the way it would in a long-running pod.
-	time.Sleep(3 * time.Second)
-	if res.IdleMB, err = vmRSS(cmd.Process.Pid); err != nil {
+	time.Sleep(e.Settle)
+	if res.IdleMB, err = vmRSS(k.cmd.Process.Pid); err != nil {
 		return res, err
 	}
 	if err := e.Fill(ch, "rss", events); err != nil {
@@ -157,7 +132,7 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 	want := int64(events * subs)
 	deadline := time.Now().Add(60 * time.Second)
 	for delivered.Load() < want && time.Now().Before(deadline) {
-		if mb, err := vmRSS(cmd.Process.Pid); err == nil && mb > res.LoadMB {
+		if mb, err := vmRSS(k.cmd.Process.Pid); err == nil && mb > res.LoadMB {
 			res.LoadMB = mb
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -170,21 +145,24 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 }
 
 // vmRSS reads a process's resident set size in MB from /proc.
-func vmRSS(pid int) (float64, error) {
+func vmRSS(pid int) (float64, error) { return procStatusMB(pid, "VmRSS") }
+
+// procStatusMB reads one kB field of /proc/PID/status (VmRSS, RssAnon, RssFile) in MB.
+func procStatusMB(pid int, field string) (float64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("reading the RSS of %d: %w", pid, err)
+		return 0, fmt.Errorf("reading the status of %d: %w", pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 64)
 			if err != nil {
-				return 0, fmt.Errorf("parsing VmRSS %q: %w", v, err)
+				return 0, fmt.Errorf("parsing %s %q: %w", field, v, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, errors.New("no VmRSS in /proc status")
+	return 0, fmt.Errorf("no %s in /proc status", field)
 }
 
 // Timings are P6.

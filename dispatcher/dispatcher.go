@@ -38,8 +38,13 @@ const (
 	// rate. A commit is one small request per group and replica, so 10 a second cost nothing.
 	DefaultCommitInterval = 100 * time.Millisecond
 	// DefaultDrainTimeout fits the default session and rebalance timeouts (FinalCommitRoom).
-	DefaultDrainTimeout      = 6 * time.Second
-	DefaultMaxWait           = 500 * time.Millisecond
+	DefaultDrainTimeout = 5 * time.Second
+	// DefaultMaxWait is what an idle partition costs the broker. A kafka-go Reader does not
+	// send MaxWait as the fetch's wait: it keeps 1 s of it as room for the round trip (a
+	// quarter below 1 s), so 500 ms made 2.5 fetches a second per partition and subscriber
+	// while idle (make bench, S2). With 2 s the broker holds each fetch 1 s. Records still
+	// arrive at once: the broker answers a waiting fetch as soon as one is written.
+	DefaultMaxWait           = 2 * time.Second
 	DefaultSessionTimeout    = 10 * time.Second
 	DefaultHeartbeatInterval = time.Second
 	// DefaultRebalanceTimeout fits the default drain (see FinalCommitRoom).

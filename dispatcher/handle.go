@@ -37,12 +37,21 @@ func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 			attribute.Int("messaging.destination.partition.id", msg.Partition),
 			attribute.Int64("messaging.kafka.offset", msg.Offset)))
 	defer span.End()
-	log := s.log.WithValues("partition", msg.Partition, "offset", msg.Offset)
+	// The record's logger is built only when something is logged: zap's With encodes its
+	// fields at once (~3 KB in 18 allocations for these), and a delivered event logs nothing.
+	id := ""
+	log := func() logr.Logger {
+		l := s.log.WithValues("partition", msg.Partition, "offset", msg.Offset)
+		if id != "" {
+			l = l.WithValues("id", id)
+		}
+		return l
+	}
 
 	ev, err := kafkabinding.ToEvent(msg)
 	if err != nil {
 		s.d.metrics.discarded.WithLabelValues(s.group, "not_cloudevent").Inc()
-		log.Info("skipping a record that is not a CloudEvent", "error", err.Error())
+		log().Info("skipping a record that is not a CloudEvent", "error", err.Error())
 		if cfg.deadLetter.uri == "" {
 			return true
 		}
@@ -54,7 +63,7 @@ func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 		return s.deadLetter(ctx, cfg, withErrorExtensions(raw, dest, outcome{err: err}), "not_cloudevent", log)
 	}
 	span.SetAttributes(attribute.String("cloudevents.event_id", ev.ID()), attribute.String("cloudevents.event_type", ev.Type()))
-	log = log.WithValues("id", ev.ID())
+	id = ev.ID()
 
 	if cfg.subscriber.uri == "" {
 		// A subscription with only a reply forwards the event there.
@@ -65,7 +74,7 @@ func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		log.Info("delivery to the reply failed", "error", o.describe())
+		log().Info("delivery to the reply failed", "error", o.describe())
 		return s.deadLetter(ctx, cfg, withErrorExtensions(ev, cfg.reply.uri, o), "reply_failed", log)
 	}
 
@@ -74,7 +83,7 @@ func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 		if ctx.Err() != nil {
 			return false
 		}
-		log.Info("delivery failed after retries", "error", o.describe(), "retries", cfg.policy.Retries)
+		log().Info("delivery failed after retries", "error", o.describe(), "retries", cfg.policy.Retries)
 		return s.deadLetter(ctx, cfg, withErrorExtensions(ev, cfg.subscriber.uri, o), "delivery_failed", log)
 	}
 	if o.reply == nil {
@@ -92,16 +101,16 @@ func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	log.Info("delivering the reply failed after retries", "error", ro.describe(), "reply", o.reply.ID())
+	log().Info("delivering the reply failed after retries", "error", ro.describe(), "reply", o.reply.ID())
 	return s.deadLetter(ctx, cfg, withErrorExtensions(o.reply, cfg.reply.uri, ro), "reply_failed", log)
 }
 
 // deadLetter sends an event that could not be delivered to the dead-letter sink; without one,
 // or when that fails too, the event is lost for good: counted and logged with its id.
-func (s *subscription) deadLetter(ctx context.Context, cfg *subConfig, ev *event.Event, reason string, log logr.Logger) bool {
+func (s *subscription) deadLetter(ctx context.Context, cfg *subConfig, ev *event.Event, reason string, log func() logr.Logger) bool {
 	if cfg.deadLetter.uri == "" {
 		s.d.metrics.lost.WithLabelValues(s.group).Inc()
-		log.Error(errors.New("no dead-letter sink configured"), "event lost", "id", ev.ID(), "reason", reason)
+		log().Error(errors.New("no dead-letter sink configured"), "event lost", "id", ev.ID(), "reason", reason)
 		return true
 	}
 	o := s.send(ctx, cfg.deadLetter, ev, cfg.policy)
@@ -113,7 +122,7 @@ func (s *subscription) deadLetter(ctx context.Context, cfg *subConfig, ev *event
 		return false
 	}
 	s.d.metrics.lost.WithLabelValues(s.group).Inc()
-	log.Error(errors.New(o.describe()), "event lost: the dead-letter sink failed too", "id", ev.ID(), "reason", reason)
+	log().Error(errors.New(o.describe()), "event lost: the dead-letter sink failed too", "id", ev.ID(), "reason", reason)
 	return true
 }
 

@@ -65,7 +65,18 @@ func readBody(w http.ResponseWriter, req *http.Request, limit int64) ([]byte, *r
 		return nil, reject(http.StatusRequestEntityTooLarge,
 			"the event is %d bytes, more than the limit of %d bytes", req.ContentLength, limit)
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, limit))
+	in := http.MaxBytesReader(w, req.Body, limit)
+	var body []byte
+	var err error
+	if n := req.ContentLength; n >= 0 {
+		// One allocation of the announced size: io.ReadAll grows from 512 bytes by copying,
+		// about five copies and 2x the garbage for a 20 KB event (make bench, P4b profile).
+		// net/http stops a body at its Content-Length, and a shorter one is an error here.
+		body = make([]byte, n)
+		_, err = io.ReadFull(in, body)
+	} else {
+		body, err = io.ReadAll(in)
+	}
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

@@ -55,7 +55,7 @@ func main() {
 		"deliveries in flight per partition and subscriber when the channel is annotated "+v1beta1.DeliveryOrderAnnotation+": "+v1beta1.DeliveryOrderUnordered)
 	flag.DurationVar(&o.commitInterval, "commit-interval", dispatcher.DefaultCommitInterval, "how often handled offsets are committed")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", dispatcher.DefaultDrainTimeout,
-		"on shutdown or rebalance, how long deliveries in flight may finish before they are left to the next owner; must end 3.5s before the session timeout")
+		"on shutdown or rebalance, how long deliveries in flight may finish before they are left to the next owner; must end 5s before the session timeout")
 	flag.DurationVar(&o.sessionTimeout, "session-timeout", dispatcher.DefaultSessionTimeout,
 		"Kafka consumer group session timeout: how soon a vanished replica's partitions move")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")

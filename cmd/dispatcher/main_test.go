@@ -80,7 +80,7 @@ func TestRunEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	o := options{namespace: ns, name: name, secretDir: secretDir, maxInFlight: 8, commitInterval: 100 * time.Millisecond,
-		drainTimeout: 2 * time.Second, sessionTimeout: 6 * time.Second, logLevel: "info"}
+		drainTimeout: time.Second, sessionTimeout: 6 * time.Second, logLevel: "info"}
 	done := make(chan error, 1)
 	go func() { done <- run(ctx, o, func() (*rest.Config, error) { return cfg, nil }) }()
 

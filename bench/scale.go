@@ -1,0 +1,355 @@
+package bench
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/dispatcher"
+)
+
+// countingSink answers 202 at once and counts every delivery, duplicates included: with many
+// subscribers the same event id arrives once per subscriber.
+type countingSink struct {
+	srv  *http.Server
+	URL  string
+	n    atomic.Int64
+	want int64
+	mu   sync.Mutex
+	t0   time.Time
+	t1   time.Time
+	done chan struct{}
+}
+
+func startCountingSink(want int64) (*countingSink, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("listening for the sink: %w", err)
+	}
+	s := &countingSink{URL: "http://" + ln.Addr().String() + "/", want: want, done: make(chan struct{})}
+	s.srv = &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		now := time.Now()
+		n := s.n.Add(1)
+		s.mu.Lock()
+		if s.t0.IsZero() {
+			s.t0 = now
+		}
+		s.t1 = now
+		s.mu.Unlock()
+		if n == s.want {
+			close(s.done)
+		}
+		w.WriteHeader(http.StatusAccepted)
+	})}
+	go func() { _ = s.srv.Serve(ln) }()
+	return s, nil
+}
+
+// FanOutRate is P8: one dispatcher, one channel, `subs` subscribers (each its own consumer
+// group) on one instant sink; n records, so n x subs deliveries, per second from the first
+// delivery to the last.
+func (e *Env) FanOutRate(ch Channel, subs, n int, budget time.Duration) (float64, error) {
+	sink, err := startCountingSink(int64(n * subs))
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = sink.srv.Close() }()
+	var specs []v1beta1.SubscriberSpec
+	for i := range subs {
+		specs = append(specs, Subscriber(fmt.Sprintf("fan-%d-%02d", e.seq.Add(1), i), sink.URL+strconv.Itoa(i)))
+	}
+	d, stop, err := e.RunDispatcher(ch, dispatcher.Channel{Subscribers: specs, Unordered: true})
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
+	for _, s := range specs {
+		if err := waitReady(d, s.UID, 90*time.Second); err != nil {
+			return 0, err
+		}
+	}
+	if err := e.Fill(ch, "fan", n); err != nil {
+		return 0, err
+	}
+	if err := wait(sink.done, budget); err != nil {
+		return 0, fmt.Errorf("fan-out delivered %d of %d: %w", sink.n.Load(), n*subs, err)
+	}
+	sink.mu.Lock()
+	defer sink.mu.Unlock()
+	return rate(n*subs, sink.t1.Sub(sink.t0)), nil
+}
+
+// IdleResult is S2: what one idle dispatcher process (one channel, one subscriber) costs.
+type IdleResult struct {
+	Channels   int
+	Partitions int
+	// RSSMB, Goroutines and KafkaConns are per process: the mean and the largest.
+	RSSMB, MaxRSSMB float64
+	// AnonMB and FileMB split RSSMB (mean): the heap and stacks, and the mapped binary.
+	AnonMB, FileMB        float64
+	Goroutines, MaxGorout float64
+	KafkaConns, MaxConns  float64
+	// Window is how long requests were counted while every process was idle.
+	Window time.Duration
+	// Requests counts every request the broker got in the window, by API name.
+	Requests map[string]int
+	// Counted is false against an external Kafka, whose requests the bench cannot see.
+	Counted bool
+}
+
+// FetchPerPartitionSec is the idle fetch rate of one partition of one subscriber.
+func (r IdleResult) FetchPerPartitionSec() float64 {
+	return float64(r.Requests["Fetch"]) / r.Window.Seconds() / float64(r.Channels*r.Partitions)
+}
+
+// PerChannelSec is the rate of all requests one idle channel costs the broker.
+func (r IdleResult) PerChannelSec() float64 {
+	t := 0
+	for _, n := range r.Requests {
+		t += n
+	}
+	return float64(t) / r.Window.Seconds() / float64(r.Channels)
+}
+
+// countRequests counts every request the embedded Kafka handles, by API key, until stop.
+func (e *Env) countRequests() (counts func() map[string]int, reset func(), ok bool) {
+	if e.cluster == nil {
+		return func() map[string]int { return nil }, func() {}, false
+	}
+	var mu sync.Mutex
+	byKey := map[int16]int{}
+	on := atomic.Bool{}
+	e.cluster.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
+		if on.Load() {
+			mu.Lock()
+			byKey[req.Key()]++
+			mu.Unlock()
+		}
+		// Not handled: the cluster answers as usual and keeps this function.
+		return nil, nil, false
+	})
+	counts = func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		out := map[string]int{}
+		for k, n := range byKey {
+			out[kmsg.NameForKey(k)] += n
+		}
+		return out
+	}
+	reset = func() {
+		mu.Lock()
+		clear(byKey)
+		mu.Unlock()
+		on.Store(true)
+	}
+	return counts, reset, true
+}
+
+// IdleCost starts `channels` dispatcher processes (the bench binary as ChildCommand, one channel
+// of `partitions` each with one subscriber), waits until all are Ready and settled, reads each
+// process's RSS, goroutines and Kafka connections, and counts the broker's requests for window.
+func (e *Env) IdleCost(self string, channels, partitions int, window time.Duration) (IdleResult, error) {
+	res := IdleResult{Channels: channels, Partitions: partitions, Window: window}
+	sink, err := startCountingSink(-1)
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = sink.srv.Close() }()
+	counts, reset, counted := e.countRequests()
+	res.Counted = counted
+	var kids []*child
+	defer func() {
+		for _, k := range kids {
+			_ = k.stdin.Close()
+		}
+		for _, k := range kids {
+			k.wait()
+		}
+	}()
+	for i := range channels {
+		ch, err := e.NewChannel("idle", partitions)
+		if err != nil {
+			return res, err
+		}
+		k, err := e.startChild(self, ch, sink.URL, 1)
+		if err != nil {
+			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
+		}
+		kids = append(kids, k)
+	}
+	for i, k := range kids {
+		if err := expectLine(k.out, "ready", 90*time.Second); err != nil {
+			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
+		}
+	}
+	// Start-up garbage collected, joins and first commits done: the steady idle state.
+	time.Sleep(e.Settle)
+	reset()
+	time.Sleep(window)
+	res.Requests = counts()
+	port := ""
+	if _, p, err := net.SplitHostPort(e.Brokers[0]); err == nil {
+		port = p
+	}
+	for i, k := range kids {
+		mb, err := vmRSS(k.cmd.Process.Pid)
+		if err != nil {
+			return res, err
+		}
+		if _, err := io.WriteString(k.stdin, "goroutines\n"); err != nil {
+			return res, fmt.Errorf("asking dispatcher process %d for its goroutines: %w", i, err)
+		}
+		line, err := readLine(k.out, 10*time.Second)
+		if err != nil {
+			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
+		}
+		g, err := strconv.Atoi(strings.TrimPrefix(line, "goroutines "))
+		if err != nil {
+			return res, fmt.Errorf("dispatcher process %d answered %q", i, line)
+		}
+		conns, err := tcpConnsTo(k.cmd.Process.Pid, port)
+		if err != nil {
+			return res, err
+		}
+		anon, err := procStatusMB(k.cmd.Process.Pid, "RssAnon")
+		if err != nil {
+			return res, err
+		}
+		file, err := procStatusMB(k.cmd.Process.Pid, "RssFile")
+		if err != nil {
+			return res, err
+		}
+		n := float64(len(kids))
+		res.AnonMB += anon / n
+		res.FileMB += file / n
+		res.RSSMB += mb / n
+		res.MaxRSSMB = max(res.MaxRSSMB, mb)
+		res.Goroutines += float64(g) / n
+		res.MaxGorout = max(res.MaxGorout, float64(g))
+		res.KafkaConns += float64(conns) / n
+		res.MaxConns = max(res.MaxConns, float64(conns))
+	}
+	return res, nil
+}
+
+// child is the bench binary running as a dispatcher process (ChildMain).
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	out   *bufio.Reader
+}
+
+// startChild starts a dispatcher process for ch with subs subscribers at sinkURL + "sub-NNN".
+func (e *Env) startChild(self string, ch Channel, sinkURL string, subs int) (*child, error) {
+	cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
+		"--sink", sinkURL, "--subscribers", strconv.Itoa(subs))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting the dispatcher process: %w", err)
+	}
+	return &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}, nil
+}
+
+// wait waits for a child whose stdin was closed to stop, and kills it after 20 s.
+func (k *child) wait() {
+	done := make(chan struct{})
+	go func() { _ = k.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = k.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func readLine(r *bufio.Reader, budget time.Duration) (string, error) {
+	type result struct {
+		s   string
+		err error
+	}
+	c := make(chan result, 1)
+	go func() { s, err := r.ReadString('\n'); c <- result{strings.TrimSpace(s), err} }()
+	select {
+	case got := <-c:
+		return got.s, got.err
+	case <-time.After(budget):
+		return "", fmt.Errorf("no answer after %s", budget)
+	}
+}
+
+func expectLine(r *bufio.Reader, want string, budget time.Duration) error {
+	line, err := readLine(r, budget)
+	if err != nil {
+		return err
+	}
+	if line != want {
+		return fmt.Errorf("unexpected output %q", line)
+	}
+	return nil
+}
+
+// tcpConnsTo counts the process's established TCP connections whose remote port is port: the
+// socket inodes of /proc/PID/fd matched with /proc/PID/net/tcp and tcp6.
+func tcpConnsTo(pid int, port string) (int, error) {
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return 0, fmt.Errorf("broker port %q: %w", port, err)
+	}
+	fds, err := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	if err != nil {
+		return 0, err
+	}
+	inodes := map[string]bool{}
+	for _, fd := range fds {
+		if l, err := os.Readlink(fd); err == nil {
+			if in, ok := strings.CutPrefix(l, "socket:["); ok {
+				inodes[strings.TrimSuffix(in, "]")] = true
+			}
+		}
+	}
+	wantPort := fmt.Sprintf(":%04X", p)
+	n := 0
+	found := false
+	for _, f := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", pid, f))
+		if err != nil {
+			continue
+		}
+		found = true
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fs := strings.Fields(line)
+			// sl local rem st ... inode (field 9); st 01 is ESTABLISHED.
+			if len(fs) > 9 && strings.HasSuffix(fs[2], wantPort) && fs[3] == "01" && inodes[fs[9]] {
+				n++
+			}
+		}
+	}
+	if !found {
+		return 0, errors.New("no /proc/PID/net/tcp: counting connections needs Linux")
+	}
+	return n, nil
+}
