@@ -41,6 +41,10 @@ type Env struct {
 	// Settle is how long a started dispatcher process idles before it is measured (P5, S2), so
 	// start-up garbage is collected as in a long-running pod; 3 s unless set.
 	Settle time.Duration
+	// Patience multiplies every time budget of a measurement (1 unless set): a short run on a
+	// loaded machine (make bench-short inside make test) proves the tool runs, so it waits
+	// longer before it calls a slow measurement an error.
+	Patience int
 	// cluster is the embedded Kafka (nil for a real cluster): S2 counts its requests.
 	cluster *kfake.Cluster
 	seq     atomic.Int64
@@ -49,7 +53,7 @@ type Env struct {
 
 // NewEnv starts the embedded Kafka unless KAFKA_BOOTSTRAP_SERVERS names a cluster.
 func NewEnv() (*Env, error) {
-	e := &Env{runID: strconv.FormatInt(time.Now().Unix()%1000000, 36), Settle: 3 * time.Second}
+	e := &Env{runID: strconv.FormatInt(time.Now().Unix()%1000000, 36), Settle: 3 * time.Second, Patience: 1}
 	if s := os.Getenv("KAFKA_BOOTSTRAP_SERVERS"); s != "" {
 		e.Brokers = strings.Split(s, ",")
 		e.External = true
@@ -194,3 +198,8 @@ func (s *Sink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // Close stops the sink.
 func (s *Sink) Close() { _ = s.srv.Close() }
+
+// Within is budget stretched by Patience.
+func (e *Env) Within(budget time.Duration) time.Duration {
+	return budget * time.Duration(max(e.Patience, 1))
+}

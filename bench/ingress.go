@@ -241,7 +241,7 @@ func (e *Env) EndToEndLatency(ch Channel, sink *Sink, n, perSec int) (Latencies,
 		return Latencies{}, err
 	}
 	defer stop()
-	if err := waitReady(d, uid, 30*time.Second); err != nil {
+	if err := waitReady(d, uid, e.Within(30*time.Second)); err != nil {
 		return Latencies{}, err
 	}
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
@@ -263,7 +263,7 @@ func (e *Env) EndToEndLatency(ch Channel, sink *Sink, n, perSec int) (Latencies,
 	if f := failed.Load(); f > 0 {
 		return Latencies{}, fmt.Errorf("%d of %d posts failed", f, n)
 	}
-	if err := wait(done, 30*time.Second); err != nil {
+	if err := wait(done, e.Within(30*time.Second)); err != nil {
 		return Latencies{}, fmt.Errorf("latency run delivered %d of %d: %w", sink.Count(), n, err)
 	}
 	mu.Lock()
@@ -323,7 +323,7 @@ func (e *Env) DirectLatency(ch Channel, n, perSec int) (Latencies, error) {
 			failed.Add(1)
 		}
 	})
-	deadline := time.After(30 * time.Second)
+	deadline := time.After(e.Within(30 * time.Second))
 	for range n - int(failed.Load()) {
 		select {
 		case <-got:

@@ -117,7 +117,7 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 		return res, err
 	}
 	defer func() { _ = k.stdin.Close(); k.wait() }()
-	if err := expectLine(k.out, "ready", 90*time.Second); err != nil {
+	if err := expectLine(k.out, "ready", e.Within(90*time.Second)); err != nil {
 		return res, fmt.Errorf("dispatcher process: %w", err)
 	}
 	res.ReadyAfter = time.Since(start)
@@ -130,7 +130,7 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 		return res, err
 	}
 	want := int64(events * subs)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(e.Within(60 * time.Second))
 	for delivered.Load() < want && time.Now().Before(deadline) {
 		if mb, err := vmRSS(k.cmd.Process.Pid); err == nil && mb > res.LoadMB {
 			res.LoadMB = mb
@@ -192,13 +192,13 @@ func (e *Env) ReadyAndRebalance(partitions int) (Timings, error) {
 		return t, err
 	}
 	defer stop()
-	if err := waitReady(d, first.UID, 60*time.Second); err != nil {
+	if err := waitReady(d, first.UID, e.Within(60*time.Second)); err != nil {
 		return t, err
 	}
 	second := Subscriber("p6-second", sink.URL)
 	start := time.Now()
 	d.Update(dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{first, second}})
-	if err := waitReady(d, second.UID, 60*time.Second); err != nil {
+	if err := waitReady(d, second.UID, e.Within(60*time.Second)); err != nil {
 		return t, err
 	}
 	t.SubscriberReady = time.Since(start)
@@ -210,7 +210,7 @@ func (e *Env) ReadyAndRebalance(partitions int) (Timings, error) {
 	}
 	defer stop2()
 	group := naming.GroupID(Namespace, ch.Name, first.UID)
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(e.Within(60 * time.Second))
 	for {
 		if n, err := e.membersOwning(group); err == nil && n == 2 {
 			break

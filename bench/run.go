@@ -92,7 +92,7 @@ func (e *Env) DispatcherRate(ch Channel, sink *Sink, n int, unordered bool, budg
 		return 0, err
 	}
 	defer stop()
-	if err := waitReady(d, uid, 60*time.Second); err != nil {
+	if err := waitReady(d, uid, e.Within(60*time.Second)); err != nil {
 		return 0, err
 	}
 	if err := e.Fill(ch, uid, n); err != nil {
@@ -168,7 +168,7 @@ func (e *Env) RawPostRate(ch Channel, sink *Sink, n, senders int) (float64, erro
 	if firstErr != nil {
 		return 0, firstErr
 	}
-	if err := wait(done, 10*time.Second); err != nil {
+	if err := wait(done, e.Within(10*time.Second)); err != nil {
 		return 0, err
 	}
 	return rate(n, sink.Span()), nil
@@ -306,7 +306,7 @@ func (e *Env) SerialPostRate(ch Channel, sink *Sink, n, loops int) (float64, err
 	if err := <-errs; err != nil {
 		return 0, err
 	}
-	if err := wait(done, 10*time.Second); err != nil {
+	if err := wait(done, e.Within(10*time.Second)); err != nil {
 		return 0, err
 	}
 	return rate(n, sink.Span()), nil

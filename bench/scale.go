@@ -79,7 +79,7 @@ func (e *Env) FanOutRate(ch Channel, subs, n int, budget time.Duration) (float64
 	}
 	defer stop()
 	for _, s := range specs {
-		if err := waitReady(d, s.UID, 90*time.Second); err != nil {
+		if err := waitReady(d, s.UID, e.Within(90*time.Second)); err != nil {
 			return 0, err
 		}
 	}
@@ -194,7 +194,7 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		kids = append(kids, k)
 	}
 	for i, k := range kids {
-		if err := expectLine(k.out, "ready", 90*time.Second); err != nil {
+		if err := expectLine(k.out, "ready", e.Within(90*time.Second)); err != nil {
 			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
 		}
 	}
@@ -215,7 +215,7 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		if _, err := io.WriteString(k.stdin, "goroutines\n"); err != nil {
 			return res, fmt.Errorf("asking dispatcher process %d for its goroutines: %w", i, err)
 		}
-		line, err := readLine(k.out, 10*time.Second)
+		line, err := readLine(k.out, e.Within(10*time.Second))
 		if err != nil {
 			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
 		}

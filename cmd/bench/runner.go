@@ -113,7 +113,7 @@ func (r *runner) p1Row() []bench.Row {
 	}
 	defer sink.Close()
 	progress("P1 baseline: raw kafka-go group consume of %d records", r.events)
-	consume, err := r.env.RawConsumeRate(ch, r.events, time.Minute)
+	consume, err := r.env.RawConsumeRate(ch, r.events, r.env.Within(time.Minute))
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P1", what, target, err)}
 	}
@@ -123,7 +123,7 @@ func (r *runner) p1Row() []bench.Row {
 		return []bench.Row{bench.ErrorRow("P1", what, target, err)}
 	}
 	progress("P1: dispatcher, unordered")
-	d, err := r.env.DispatcherRate(ch, sink, r.events, true, time.Minute)
+	d, err := r.env.DispatcherRate(ch, sink, r.events, true, r.env.Within(time.Minute))
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P1", what, target, err)}
 	}
@@ -159,7 +159,7 @@ func (r *runner) orderedRun(parts, n int) (float64, error) {
 		return 0, err
 	}
 	defer sink.Close()
-	return r.env.DispatcherRate(ch, sink, n, false, time.Minute)
+	return r.env.DispatcherRate(ch, sink, n, false, r.env.Within(time.Minute))
 }
 
 func bound(parts int) float64 { return float64(parts) / sinkLatency.Seconds() }
@@ -199,7 +199,7 @@ func (r *runner) p2Row() []bench.Row {
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P2", what, target, err)}
 	}
-	v, err := r.env.DispatcherRate(ch, sink, n, false, time.Minute)
+	v, err := r.env.DispatcherRate(ch, sink, n, false, r.env.Within(time.Minute))
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P2", what, target, err)}
 	}
@@ -342,7 +342,7 @@ func (r *runner) p8Row() bench.Row {
 	if err != nil {
 		return bench.ErrorRow("P8", what, target, err)
 	}
-	v, err := r.env.FanOutRate(ch, fanSubs, r.fanEvents, 2*time.Minute)
+	v, err := r.env.FanOutRate(ch, fanSubs, r.fanEvents, r.env.Within(2*time.Minute))
 	if err != nil {
 		return bench.ErrorRow("P8", what, target, err)
 	}
