@@ -21,21 +21,25 @@ func (d *Dispatcher) features() features.Flags {
 	return d.cfg.Features.Get()
 }
 
-// secureRequest applies config-features to one delivery request: strict transport encryption
-// refuses plain http, and with OIDC a destination that has an audience gets a token of the
-// subscription's service account for it. The flags are read per request, so a change applies
-// to the next attempt without restarting any subscriber.
+// secureRequest secures one delivery request: strict transport encryption (config-features,
+// read per request, so a change applies to the next attempt without restarting any subscriber)
+// refuses plain http, and a destination with an audience gets a token of the service account
+// the subscriber names in auth.
+//
+// Whether to send a token follows the subscriber spec alone, as in Knative's own channel
+// dispatchers: Knative's Subscription controller writes auth only while authentication-oidc is
+// enabled and removes it when it is disabled. Requiring this dispatcher's copy of
+// config-features to say enabled as well sent deliveries without a token for as long as that
+// mounted copy lagged (kubelet refreshes it up to a minute or more later), while the
+// Subscription already showed Ready (test/knative, docs/knative-compatibility.md).
 func (s *subscription) secureRequest(ctx context.Context, dst destination, req *http.Request) error {
 	f := s.d.features()
 	if !f.HTTPAllowed() && req.URL.Scheme != "https" {
 		return fmt.Errorf("not delivering to %s %s over plain http: transport-encryption is strict (give the %s an https address)", dst.kind, dst.uri, dst.kind)
 	}
-	if !f.OIDC || dst.audience == "" {
-		return nil
-	}
-	if dst.serviceAccount == "" {
-		// Knative names the identity in the subscriber's auth; without one there is nobody to
-		// act as, and the destination decides whether it accepts anonymous requests.
+	if dst.audience == "" || dst.serviceAccount == "" {
+		// Without an account in auth there is nobody to act as, and the destination decides
+		// whether it accepts anonymous requests.
 		return nil
 	}
 	if s.d.cfg.Tokens == nil {
