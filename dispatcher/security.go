@@ -42,11 +42,20 @@ func (s *subscription) secureRequest(ctx context.Context, dst destination, req *
 		// whether it accepts anonymous requests.
 		return nil
 	}
-	if s.d.cfg.Tokens == nil {
-		return fmt.Errorf("cannot authenticate to %s %s: this dispatcher has no token source", dst.kind, dst.uri)
+	var tok string
+	err := fmt.Errorf("this dispatcher has no token source")
+	if s.d.cfg.Tokens != nil {
+		tok, err = s.d.cfg.Tokens.Token(ctx, s.d.cfg.ChannelNamespace, dst.serviceAccount, dst.audience)
 	}
-	tok, err := s.d.cfg.Tokens.Token(ctx, s.d.cfg.ChannelNamespace, dst.serviceAccount, dst.audience)
 	if err != nil {
+		if !f.OIDC {
+			// OIDC is off as far as this dispatcher knows, so the destination does not require
+			// a token: an account that cannot be had (not created, no right to it) must not
+			// turn deliveries Knative would make into failures.
+			s.log.V(1).Info("delivering without a token: authentication-oidc is disabled and none could be had",
+				"destination", dst.kind, "serviceAccount", dst.serviceAccount, "error", err.Error())
+			return nil
+		}
 		return fmt.Errorf("cannot authenticate to %s %s: %w", dst.kind, dst.uri, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -56,12 +57,17 @@ func TestStrictDeliversOverHTTPSOnly(t *testing.T) {
 type fakeTokens struct {
 	mu    sync.Mutex
 	calls []string
+	// missing names service accounts that have no token to give (not created yet).
+	missing map[string]bool
 }
 
 func (f *fakeTokens) Token(_ context.Context, namespace, sa, audience string) (string, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, namespace+"/"+sa+":"+audience)
+	if f.missing[sa] {
+		return "", fmt.Errorf("serviceaccounts %q not found", sa)
+	}
 	return "token:" + namespace + "/" + sa + ":" + audience, nil
 }
 
@@ -155,5 +161,45 @@ func TestOIDCTokensPerDestination(t *testing.T) {
 	e.produce(0, 1)
 	if h := waitCount(3); h[len(h)-1] != "" {
 		t.Errorf("without auth the subscriber got Authorization %q", h[len(h)-1])
+	}
+
+	// An account that has no token: with OIDC off here the event goes out without one (nothing
+	// requires it); with OIDC on it is a failed attempt, dead-lettered, never sent anonymously.
+	tokens.mu.Lock()
+	tokens.missing = map[string]bool{"gone": true}
+	tokens.mu.Unlock()
+	s.Auth = &v1beta1.AuthStatus{ServiceAccountName: ptr("gone")}
+	s.Generation = 3
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{s}})
+	rd.waitReady(t, s)
+	e.produce(0, 1)
+	if h := waitCount(4); h[len(h)-1] != "" {
+		t.Errorf("OIDC off and no token to be had: the subscriber got Authorization %q, want none", h[len(h)-1])
+	}
+	live.Set(features.Flags{TransportEncryption: features.EncryptionDisabled, OIDC: true, DefaultAuthorization: features.AllowSameNamespace})
+	tokens.mu.Lock()
+	tokens.calls = nil
+	tokens.mu.Unlock()
+	dlsBefore := len(dlsGot())
+	e.produce(0, 1)
+	// The attempt fails, and so does the dead-letter sink (it needs the same account's token):
+	// both were tried, and nothing went out without a token.
+	triedDLS := func() bool {
+		tokens.mu.Lock()
+		defer tokens.mu.Unlock()
+		return slices.Contains(tokens.calls, testNS+"/gone:aud-dls")
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !triedDLS() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !triedDLS() {
+		t.Errorf("OIDC on and no token to be had: the dead-letter sink was never tried")
+	}
+	if n := len(subGot()); n != 4 {
+		t.Errorf("OIDC on and no token to be had: the subscriber got %d requests, want still 4", n)
+	}
+	if n := len(dlsGot()); n != dlsBefore {
+		t.Errorf("OIDC on and no token to be had: the dead-letter sink got %d requests, want still %d (none anonymous)", n, dlsBefore)
 	}
 }
