@@ -191,16 +191,26 @@ func waitAllReady(ctx context.Context, c client.Client, want int, budget time.Du
 			return fmt.Errorf("listing channels: %w", err)
 		}
 		ready := 0
+		why := map[string]int{}
 		for i := range list.Items {
-			if channelReady(&list.Items[i]) {
+			ch := &list.Items[i]
+			if channelReady(ch) {
 				ready++
+				continue
 			}
+			reason := fmt.Sprintf("observedGeneration %d of %d", ch.Status.ObservedGeneration, ch.Generation)
+			for _, cond := range ch.Status.Conditions {
+				if cond.Type == v1beta1.ConditionReady {
+					reason = cond.Reason + ": " + cond.Message
+				}
+			}
+			why[reason]++
 		}
 		if ready >= want {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d channels Ready after %s", ready, want, budget)
+			return fmt.Errorf("%d of %d channels Ready after %s; the others: %v", ready, want, budget, why)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}

@@ -42,9 +42,10 @@ func run() int {
 	channels := flag.Int("channels", 300, "channels for -scale")
 	changes := flag.Int("changes", 100, "spec changes timed for -scale (S3)")
 	idle := flag.Duration("idle", time.Minute, "idle window of -scale in which reconciles and status writes are counted")
+	budget := flag.Duration("budget", 10*time.Minute, "how long -scale waits for all channels Ready (and for each change)")
 	flag.Parse()
 	if *scale {
-		return scaleRun(*doc, *channels, *changes, *idle)
+		return scaleRun(*doc, *channels, *changes, *idle, *budget)
 	}
 	if *apache {
 		if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") == "" {

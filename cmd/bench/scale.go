@@ -33,7 +33,7 @@ real dispatcher processes). ` + "`make bench-scale`" + ` regenerates this sectio
 `
 
 // scaleRun runs S1 and S3 and writes their section into doc (empty: stdout only).
-func scaleRun(doc string, channels, changes int, idle time.Duration) int {
+func scaleRun(doc string, channels, changes int, idle, budget time.Duration) int {
 	repo, err := os.Getwd()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -44,16 +44,17 @@ func scaleRun(doc string, channels, changes int, idle time.Duration) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer func() { _ = os.RemoveAll(dir) }()
 	start := time.Now()
 	r, err := bench.Scale(context.Background(), bench.ScaleOptions{
 		Dir: dir, BinDir: filepath.Join(repo, "bin"), Channels: channels, Subscribers: 2,
-		Idle: idle, Changes: changes, Budget: 10 * time.Minute,
+		Idle: idle, Changes: changes, Budget: budget,
 	})
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "scale run:", err)
+		// The stack's logs tell why: keep them.
+		fmt.Fprintf(os.Stderr, "scale run: %v\nthe stack's directory (manager log in logs/) is kept: %s\n", err, dir)
 		return 1
 	}
+	_ = os.RemoveAll(dir)
 	section := scaleSection(r, time.Since(start))
 	fmt.Print(section)
 	if doc == "" {
