@@ -12,12 +12,14 @@ import (
 	"sync"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
@@ -36,6 +38,8 @@ type ScaleOptions struct {
 	Changes int
 	// Budget bounds each wait (all Ready, one change's Deployment update).
 	Budget time.Duration
+	// PprofAddr, if set, is where the manager serves /debug/pprof during the run.
+	PprofAddr string
 }
 
 // ScaleResult holds the control-plane figures.
@@ -66,11 +70,14 @@ const scaleNamespace = "scale"
 // so status.subscribers readiness, which only a running dispatcher writes, is not measured.
 func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 	res := ScaleResult{Channels: o.Channels, Subscribers: o.Subscribers, Idle: o.Idle}
+	// The clients here log nothing worth reading; without a logger controller-runtime warns.
+	ctrllog.SetLogger(logr.Discard())
 	s, err := localstack.Start(ctx, localstack.Options{
 		Dir: o.Dir, BinDir: o.BinDir, FakeComponents: []string{naming.ComponentDispatch},
 		// Two replicas at most per channel, so growing a channel from one partition to two
 		// changes its Deployment (spec.replicas) for S3.
-		ManagerEnv: map[string]string{"DISPATCHER_REPLICAS": "2"},
+		ManagerEnv:  map[string]string{"DISPATCHER_REPLICAS": "2"},
+		ManagerArgs: pprofArgs(o.PprofAddr),
 	})
 	if err != nil {
 		return res, fmt.Errorf("starting the local stack: %w", err)
@@ -143,6 +150,13 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 	slices.Sort(res.Latencies)
 	res.HWM, _ = procStatusKB(pid, "VmHWM")
 	return res, nil
+}
+
+func pprofArgs(addr string) []string {
+	if addr == "" {
+		return nil
+	}
+	return []string{"--pprof-bind-address=" + addr}
 }
 
 // eachParallel runs f over items with n workers and returns the first error.

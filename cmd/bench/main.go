@@ -43,9 +43,10 @@ func run() int {
 	changes := flag.Int("changes", 100, "spec changes timed for -scale (S3)")
 	idle := flag.Duration("idle", time.Minute, "idle window of -scale in which reconciles and status writes are counted")
 	budget := flag.Duration("budget", 10*time.Minute, "how long -scale waits for all channels Ready (and for each change)")
+	pprofAddr := flag.String("manager-pprof", "", "with -scale: the manager serves /debug/pprof here (host:port) during the run")
 	flag.Parse()
 	if *scale {
-		return scaleRun(*doc, *channels, *changes, *idle, *budget)
+		return scaleRun(*doc, *channels, *changes, *idle, *budget, *pprofAddr)
 	}
 	if *apache {
 		if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") == "" {

@@ -33,7 +33,7 @@ real dispatcher processes). ` + "`make bench-scale`" + ` regenerates this sectio
 `
 
 // scaleRun runs S1 and S3 and writes their section into doc (empty: stdout only).
-func scaleRun(doc string, channels, changes int, idle, budget time.Duration) int {
+func scaleRun(doc string, channels, changes int, idle, budget time.Duration, pprofAddr string) int {
 	repo, err := os.Getwd()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -47,7 +47,7 @@ func scaleRun(doc string, channels, changes int, idle, budget time.Duration) int
 	start := time.Now()
 	r, err := bench.Scale(context.Background(), bench.ScaleOptions{
 		Dir: dir, BinDir: filepath.Join(repo, "bin"), Channels: channels, Subscribers: 2,
-		Idle: idle, Changes: changes, Budget: budget,
+		Idle: idle, Changes: changes, Budget: budget, PprofAddr: pprofAddr,
 	})
 	if err != nil {
 		// The stack's logs tell why: keep them.

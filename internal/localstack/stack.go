@@ -64,6 +64,8 @@ type Options struct {
 	OperatorNamespace string
 	// ManagerEnv is added to the manager's environment (e.g. DISPATCHER_REPLICAS).
 	ManagerEnv map[string]string
+	// ManagerArgs are added to the manager's command line (e.g. --pprof-bind-address).
+	ManagerArgs []string
 	// FakeComponents are the components whose pods the local node marks Ready without running
 	// them (Node.FakeComponents); empty: LOCALSTACK_FAKE_PODS, comma-separated.
 	FakeComponents []string
@@ -398,6 +400,10 @@ func (s *Stack) startAPIServer() error {
 		BinaryAssetsDirectory: assets,
 		Scheme:                Scheme(),
 	}
+	// envtest's default service range is a /24: every channel's metrics Service takes a
+	// ClusterIP, so more than ~250 channels would fail with "range is full" where a real
+	// cluster (a /12 by default) would not.
+	s.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
 	s.Opts.Log.Info("starting kube-apiserver and etcd", "assets", assets)
 	cfg, err := s.env.Start()
 	if err != nil {
@@ -507,6 +513,7 @@ func (s *Stack) startManager(ctx context.Context) error {
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", health),
 	}
+	args = append(args, s.Opts.ManagerArgs...)
 	logFile := filepath.Join(s.Opts.Dir, "logs", "manager.log")
 	m := &supervised{
 		name: "manager", argv: append([]string{filepath.Join(s.Opts.BinDir, "manager")}, args...),
