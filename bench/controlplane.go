@@ -3,7 +3,9 @@ package bench
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"slices"
@@ -24,6 +26,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/observability"
 )
 
 // ScaleOptions size the control-plane run (S1, S3).
@@ -369,4 +372,176 @@ func Percentile(sorted []time.Duration, p float64) time.Duration {
 	}
 	i := int(p/100*float64(len(sorted))+0.999999) - 1
 	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// RealIdleOptions size S2 measured on the real `dispatcher` binary in the local stack.
+type RealIdleOptions struct {
+	Dir, BinDir string
+	// Channels of Partitions partitions each get one subscriber (a sink answering 202).
+	Channels, Partitions int
+	// Settle is how long all idle before the measurement; Window how long requests are
+	// counted.
+	Settle, Window time.Duration
+	Budget         time.Duration
+}
+
+// RealIdle is S2 on the binary a pod runs: a few channels on the local stack with real
+// dispatcher processes (with their API-server watch and status writes), idle; Scale fakes them.
+func RealIdle(ctx context.Context, o RealIdleOptions) (IdleResult, error) {
+	ctrllog.SetLogger(logr.Discard())
+	res := IdleResult{Channels: o.Channels, Partitions: o.Partitions, Window: o.Window}
+	sink, err := startCountingSink(-1)
+	if err != nil {
+		return res, err
+	}
+	defer func() { _ = sink.srv.Close() }()
+	s, err := localstack.Start(ctx, localstack.Options{Dir: o.Dir, BinDir: o.BinDir})
+	if err != nil {
+		return res, fmt.Errorf("starting the local stack: %w", err)
+	}
+	defer s.Stop()
+	if s.Kafka == nil {
+		return res, errors.New("the sample needs the embedded Kafka, whose requests it counts (unset KAFKA_BOOTSTRAP_SERVERS and KAFKA)")
+	}
+	counts, reset := countRequests(s.Kafka)
+	c := s.Client
+	const ns = "idle"
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		return res, fmt.Errorf("creating namespace %s: %w", ns, err)
+	}
+	var deps []string
+	for i := range o.Channels {
+		name := fmt.Sprintf("idle-%02d", i)
+		ch := &v1beta1.KafkaChannel{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns},
+			Spec: v1beta1.KafkaChannelSpec{NumPartitions: int32(o.Partitions),
+				Subscribers: []v1beta1.SubscriberSpec{Subscriber(name+"-sub", sink.URL+name)}}}
+		if err := c.Create(ctx, ch); err != nil {
+			return res, fmt.Errorf("creating channel %s: %w", name, err)
+		}
+		deps = append(deps, naming.DispatcherName(ns, name))
+	}
+	if err := waitSubscribersReady(ctx, c, ns, o.Channels, o.Budget); err != nil {
+		return res, err
+	}
+	time.Sleep(o.Settle)
+	reset()
+	time.Sleep(o.Window)
+	res.Requests, res.Counted = counts(), true
+
+	_, port, _ := net.SplitHostPort(s.Brokers[0])
+	n := 0
+	for _, p := range s.Node.Pods() {
+		if !slices.Contains(deps, p.Deployment) || p.PID == 0 {
+			continue
+		}
+		n++
+		rss, err := procStatusMB(p.PID, "VmRSS")
+		if err != nil {
+			return res, err
+		}
+		anon, err := procStatusMB(p.PID, "RssAnon")
+		if err != nil {
+			return res, err
+		}
+		file, err := procStatusMB(p.PID, "RssFile")
+		if err != nil {
+			return res, err
+		}
+		pss, err := smapsRollupMB(p.PID, "Pss")
+		if err != nil {
+			return res, err
+		}
+		g, err := gauge(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.Ports[observability.MetricsPort]), "go_goroutines")
+		if err != nil {
+			return res, fmt.Errorf("dispatcher %s: %w", p.Name, err)
+		}
+		conns, err := tcpConnsTo(p.PID, port)
+		if err != nil {
+			return res, err
+		}
+		res.RSSMB += rss
+		res.AnonMB += anon
+		res.FileMB += file
+		res.PSSMB += pss
+		res.MaxRSSMB = max(res.MaxRSSMB, rss)
+		res.Goroutines += g
+		res.MaxGorout = max(res.MaxGorout, g)
+		res.KafkaConns += float64(conns)
+		res.MaxConns = max(res.MaxConns, float64(conns))
+	}
+	if n != o.Channels {
+		return res, fmt.Errorf("found %d running dispatcher processes for %d channels", n, o.Channels)
+	}
+	f := float64(n)
+	res.RSSMB, res.AnonMB, res.FileMB, res.PSSMB = res.RSSMB/f, res.AnonMB/f, res.FileMB/f, res.PSSMB/f
+	res.Goroutines, res.KafkaConns = res.Goroutines/f, res.KafkaConns/f
+	return res, nil
+}
+
+// waitSubscribersReady waits until want channels of ns are Ready with every subscriber Ready
+// in status (which the running dispatchers write).
+func waitSubscribersReady(ctx context.Context, c client.Client, ns string, want int, budget time.Duration) error {
+	deadline := time.Now().Add(budget)
+	for {
+		var list v1beta1.KafkaChannelList
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
+			return fmt.Errorf("listing channels: %w", err)
+		}
+		ready := 0
+		for i := range list.Items {
+			ch := &list.Items[i]
+			ok := channelReady(ch) && len(ch.Status.Subscribers) == len(ch.Spec.Subscribers)
+			for _, st := range ch.Status.Subscribers {
+				ok = ok && st.Ready == string(metav1.ConditionTrue)
+			}
+			if ok {
+				ready++
+			}
+		}
+		if ready >= want {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%d of %d channels Ready with their subscribers after %s", ready, want, budget)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+}
+
+// gauge reads one unlabelled gauge from a Prometheus text endpoint.
+func gauge(url, name string) (float64, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(v), 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("no %s in %s", name, url)
+}
+
+// smapsRollupMB reads a kB field of /proc/<pid>/smaps_rollup, in MB.
+func smapsRollupMB(pid int, field string) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, field+":"); ok {
+			f := strings.Fields(v)
+			if len(f) > 0 {
+				n, err := strconv.ParseFloat(f[0], 64)
+				return n / 1024, err
+			}
+		}
+	}
+	return 0, fmt.Errorf("no %s in /proc/%d/smaps_rollup", field, pid)
 }

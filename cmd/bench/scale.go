@@ -55,7 +55,20 @@ func scaleRun(doc string, channels, changes int, idle, budget time.Duration, ppr
 		return 1
 	}
 	_ = os.RemoveAll(dir)
-	section := scaleSection(r, time.Since(start))
+	if dir, err = os.MkdirTemp("", "bench-idle-"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	idleRes, err := bench.RealIdle(context.Background(), bench.RealIdleOptions{
+		Dir: dir, BinDir: filepath.Join(repo, "bin"), Channels: 8, Partitions: 4,
+		Settle: 5 * time.Second, Window: 10 * time.Second, Budget: budget,
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "idle dispatchers: %v\nthe stack's directory (logs/) is kept: %s\n", err, dir)
+		return 1
+	}
+	_ = os.RemoveAll(dir)
+	section := scaleSection(r, idleRes, time.Since(start))
 	fmt.Print(section)
 	if doc == "" {
 		return 0
@@ -83,7 +96,7 @@ func passIf(ok bool) string {
 }
 
 // scaleSection is the table of a scale run, between the markers.
-func scaleSection(r bench.ScaleResult, took time.Duration) string {
+func scaleSection(r bench.ScaleResult, idle bench.IdleResult, took time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s\n- command: `make bench-scale` (`go run ./cmd/bench -scale`)\n- date: %s, commit %s, run took %s\n- machine: %s\n\n",
 		scaleBegin, time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), took.Round(time.Second), machine())
@@ -100,6 +113,13 @@ func scaleSection(r bench.ScaleResult, took time.Duration) string {
 	fmt.Fprintf(&b, "| S3 | at %d channels, numPartitions 1 -> 2: until the dispatcher Deployment's spec.replicas follows (%d changes, one at a time) | p50 %s ms, p99 %s ms, max %s ms | p99 reported | pass |\n",
 		r.Channels, len(r.Latencies), ms(bench.Percentile(r.Latencies, 50)), ms(bench.Percentile(r.Latencies, 99)),
 		ms(bench.Percentile(r.Latencies, 100)))
+	what := fmt.Sprintf("idle `dispatcher` binary in the local stack, real processes (%d channels x 1 subscriber x %d partitions)", idle.Channels, idle.Partitions)
+	fmt.Fprintf(&b, "| S2 real rss | %s: VmRSS mean (max), anonymous / file-backed; PSS (the shared binary divided among the sample) | %.1f MB (%.1f), %.1f / %.1f MB; PSS %.1f MB | <= 25 MB (RSS) | %s |\n",
+		what, idle.RSSMB, idle.MaxRSSMB, idle.AnonMB, idle.FileMB, idle.PSSMB, passIf(idle.MaxRSSMB <= 25))
+	fmt.Fprintf(&b, "| S2 real proc | %s: goroutines and Kafka connections, mean (max) | %.0f (%.0f), %.1f (%.0f) | reported | - |\n",
+		what, idle.Goroutines, idle.MaxGorout, idle.KafkaConns, idle.MaxConns)
+	fmt.Fprintf(&b, "| S2 real fetch | %s: requests to the broker in %s idle | %.2f fetch/s per partition; %.1f requests/s per channel (%s; the receiver and manager included) | <= 1 fetch/s per partition | %s |\n",
+		what, idle.Window, idle.FetchPerPartitionSec(), idle.PerChannelSec(), requestMix(idle), passIf(idle.FetchPerPartitionSec() <= 1))
 	if len(r.ReconcilesByController) > 0 {
 		var parts []string
 		for k, v := range r.ReconcilesByController {
