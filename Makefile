@@ -161,6 +161,10 @@ else
 	go run ./cmd/bench
 endif
 
+.PHONY: bench-scale
+bench-scale: build ## The control plane at scale (issue 16 S1, S3): 300 channels x 2 subscribers on the local stack with faked dispatcher pods; writes its own section of docs/benchmarks.md (~5 min; not part of make test).
+	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" go run ./cmd/bench -scale
+
 .PHONY: bench-short
 bench-short: ## A few-second run of the bench tool with small counts: prints the table, writes no doc; fails only if a measurement errors, never on a ratio (part of make test).
 	go run ./cmd/bench -short

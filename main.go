@@ -25,11 +25,12 @@ import (
 )
 
 func main() {
-	var metricsAddr, probeAddr, logLevel string
+	var metricsAddr, probeAddr, pprofAddr, logLevel string
 	var leaderElect, secureMetrics bool
 	flag.StringVar(&metricsAddr, "metrics-bind-address", ":8443", "address of the Prometheus /metrics endpoint (0 disables it)")
 	flag.BoolVar(&secureMetrics, "metrics-secure", true, "serve /metrics over HTTPS, only to callers allowed to get the /metrics URL")
 	flag.StringVar(&probeAddr, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	flag.StringVar(&pprofAddr, "pprof-bind-address", "", "address of /debug/pprof (empty or 0: off)")
 	flag.BoolVar(&leaderElect, "leader-elect", true, "elect a leader, so only one of several manager replicas reconciles")
 	flag.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
@@ -81,6 +82,7 @@ func main() {
 		Scheme:                        scheme,
 		Metrics:                       metricsOpts,
 		HealthProbeBindAddress:        probeAddr,
+		PprofBindAddress:              pprofAddr,
 		LeaderElection:                leaderElect,
 		LeaderElectionID:              "kafkachannel-manager.messaging.knative.dev",
 		LeaderElectionNamespace:       cfg.OperatorNamespace,

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
@@ -101,7 +102,10 @@ type IdleResult struct {
 	// RSSMB, Goroutines and KafkaConns are per process: the mean and the largest.
 	RSSMB, MaxRSSMB float64
 	// AnonMB and FileMB split RSSMB (mean): the heap and stacks, and the mapped binary.
-	AnonMB, FileMB        float64
+	AnonMB, FileMB float64
+	// PSSMB is the mean proportional set size: shared pages (the binary, mapped by every
+	// process of the sample) divided among their sharers. Only RealIdle measures it.
+	PSSMB                 float64
 	Goroutines, MaxGorout float64
 	KafkaConns, MaxConns  float64
 	// Window is how long requests were counted while every process was idle.
@@ -126,21 +130,29 @@ func (r IdleResult) PerChannelSec() float64 {
 	return float64(t) / r.Window.Seconds() / float64(r.Channels)
 }
 
-// countRequests counts every request the embedded Kafka handles, by API key, until stop.
+// countRequests counts every request the embedded Kafka handles, by API key, from reset on.
 func (e *Env) countRequests() (counts func() map[string]int, reset func(), ok bool) {
 	if e.cluster == nil {
 		return func() map[string]int { return nil }, func() {}, false
 	}
+	counts, reset = countRequests(e.cluster)
+	return counts, reset, true
+}
+
+// countRequests counts every request c handles, by API name, from reset on. It observes
+// through kfake's control hook without answering.
+func countRequests(c *kfake.Cluster) (counts func() map[string]int, reset func()) {
 	var mu sync.Mutex
 	byKey := map[int16]int{}
 	on := atomic.Bool{}
-	e.cluster.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
+	c.Control(func(req kmsg.Request) (kmsg.Response, error, bool) {
+		c.KeepControl()
 		if on.Load() {
 			mu.Lock()
 			byKey[req.Key()]++
 			mu.Unlock()
 		}
-		// Not handled: the cluster answers as usual and keeps this function.
+		// Not handled: the cluster answers as usual.
 		return nil, nil, false
 	})
 	counts = func() map[string]int {
@@ -158,7 +170,7 @@ func (e *Env) countRequests() (counts func() map[string]int, reset func(), ok bo
 		mu.Unlock()
 		on.Store(true)
 	}
-	return counts, reset, true
+	return counts, reset
 }
 
 // IdleCost starts `channels` dispatcher processes (the bench binary as ChildCommand, one channel

@@ -39,7 +39,7 @@ func (r *KafkaChannelReconciler) finalize(ctx context.Context, ch *v1beta1.Kafka
 	topic := naming.Topic(ch.Namespace, ch.Name)
 	conn, _, err := r.kafkaConfig(ctx)
 	if err == nil {
-		admin := newTopicAdmin(conn)
+		admin := newTopicAdmin(conn, topic)
 		err = admin.deleteTopic(ctx, topic)
 		admin.Close()
 	}

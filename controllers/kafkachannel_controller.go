@@ -218,7 +218,7 @@ func (r *KafkaChannelReconciler) reconcileTopic(ctx context.Context, s *scope) e
 		ReplicationFactor: max(1, ch.Spec.ReplicationFactor),
 		Retention:         retention,
 	}
-	admin := newTopicAdmin(s.conn)
+	admin := newTopicAdmin(s.conn, spec.Name)
 	defer admin.Close()
 	st, err := admin.ensureTopic(ctx, spec)
 	if err != nil {

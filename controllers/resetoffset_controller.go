@@ -168,11 +168,11 @@ func (r *ResetOffsetReconciler) step(ctx context.Context, s *roScope) (bool, err
 	started := meta.FindStatusCondition(ro.Status.Conditions, v1alpha1.ConditionOffsetsReset).LastTransitionTime.Time
 	deadline := started.Add(r.Config.ResetOffsetTimeout)
 
-	admin := newTopicAdmin(conn)
+	group, topic := ro.Status.Group, ro.Status.Topic
+	admin := newTopicAdmin(conn, topic)
 	defer admin.Close()
 	kctx, cancel := context.WithTimeout(ctx, kafkaOpTimeout)
 	defer cancel()
-	group, topic := ro.Status.Group, ro.Status.Topic
 	waitOrFail := func(reason string, err error) (bool, error) {
 		if time.Now().Before(deadline) {
 			logf.FromContext(ctx).V(1).Info("reset waiting", "reason", reason, "error", err.Error())

@@ -74,7 +74,10 @@ type Config struct {
 	Brokers []string
 	// Dialer connects consumer groups and partition readers (TLS/SASL); nil: kafka.DefaultDialer.
 	Dialer *kafka.Dialer
-	// Transport serves the admin requests (offsets, metadata); nil: kafka.DefaultTransport.
+	// Transport serves the admin requests (offsets, metadata); nil: a kafka.Transport that
+	// asks for the metadata of Topic only. A Transport given here should set MetadataTopics
+	// too: without it kafka-go fetches and lays out every topic of the cluster, in every
+	// dispatcher, every MetadataTTL.
 	Transport kafka.RoundTripper
 	// Explain rewrites Kafka errors into messages a user can act on (kafkaconn.Config.Explain).
 	Explain func(error) error
@@ -202,7 +205,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		cfg.Dialer = kafka.DefaultDialer
 	}
 	if cfg.Transport == nil {
-		cfg.Transport = kafka.DefaultTransport
+		cfg.Transport = &kafka.Transport{MetadataTopics: []string{cfg.Topic}}
 	}
 	setDefault(&cfg.CommitInterval, DefaultCommitInterval)
 	setDefault(&cfg.DrainTimeout, DefaultDrainTimeout)

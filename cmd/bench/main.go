@@ -38,7 +38,16 @@ func run() int {
 	short := flag.Bool("short", false, "small event counts and processes, table on stdout only: proves the tool runs (make bench-short), figures not comparable")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (the bench process, not P5's child) here")
 	apache := flag.Bool("apache", false, "the run is on real Apache Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_VERSION; `make bench KAFKA=apache`): write only its table into the document's Apache Kafka section, no plot")
+	scale := flag.Bool("scale", false, "instead of the data-plane figures, the control plane at scale (S1, S3) on the local stack with faked dispatcher pods; needs `make build` (`make bench-scale`): writes only its own section of the document")
+	channels := flag.Int("channels", 300, "channels for -scale")
+	changes := flag.Int("changes", 100, "spec changes timed for -scale (S3)")
+	idle := flag.Duration("idle", time.Minute, "idle window of -scale in which reconciles and status writes are counted")
+	budget := flag.Duration("budget", 10*time.Minute, "how long -scale waits for all channels Ready (and for each change)")
+	pprofAddr := flag.String("manager-pprof", "", "with -scale: the manager serves /debug/pprof here (host:port) during the run")
 	flag.Parse()
+	if *scale {
+		return scaleRun(*doc, *channels, *changes, *idle, *budget, *pprofAddr)
+	}
 	if *apache {
 		if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") == "" {
 			fmt.Fprintln(os.Stderr, "-apache needs the brokers in KAFKA_BOOTSTRAP_SERVERS: run `make bench KAFKA=apache`")
@@ -114,8 +123,8 @@ func run() int {
 				return 1
 			}
 		} else {
-			// The Apache Kafka table is another run's: keep it.
-			md = document(rows, r, env.External, time.Since(start)) + keptApacheSection(string(old))
+			// The Apache Kafka and control-plane tables are other runs': keep them.
+			md = document(rows, r, env.External, time.Since(start)) + keptApacheSection(string(old)) + keptScaleSection(string(old))
 		}
 		if err := os.WriteFile(*doc, []byte(md), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -48,6 +48,16 @@ Progressing conditions (ProgressDeadlineExceeded after progressDeadlineSeconds).
 no garbage collector, so the node also releases the foregroundDeletion and orphan finalizers of
 a deleted Deployment once its processes stopped.
 
+# Fake pods
+
+Options.FakeComponents (or LOCALSTACK_FAKE_PODS=dispatcher) names app.kubernetes.io/component
+values whose replicas the node does not run, as kwok does: such a pod has no process, no ports
+and no volumes, and is Ready from the moment it is created. Scaling, rolling and the
+Deployment's status are the same as for real replicas, so the manager's DispatcherReady goes
+True; what only the process writes (a dispatcher's status.subscribers readiness) stays
+unwritten, and events sent to such a channel are never delivered. It exists for control-plane
+figures at a scale one machine cannot run as processes (`make bench-scale`).
+
 # Services and files
 
 The receiver Service is a reverse proxy on 127.0.0.1 that spreads requests round-robin over the

@@ -55,7 +55,14 @@ type Node struct {
 	Kubeconfig string
 	// PodsFile, if set, is rewritten with one line per replica whenever they change.
 	PodsFile string
-	Log      logr.Logger
+	// FakeComponents lists app.kubernetes.io/component values (e.g. "dispatcher") whose
+	// replicas are not run: each such pod is Ready the moment it is created and has no
+	// process, no ports and no volumes, like a kwok node's. The Deployment's status is written
+	// exactly as for real replicas, so whatever reads it (the manager's DispatcherReady) cannot
+	// tell; whatever the process itself would have written (a dispatcher's subscriber status)
+	// is never written. For control-plane figures at a scale the machine cannot run.
+	FakeComponents []string
+	Log            logr.Logger
 
 	client client.Client
 	cache  cache.Cache
@@ -398,6 +405,13 @@ func (n *Node) newPod(d *appsv1.Deployment, hash string) (*pod, error) {
 		p.template.Labels = map[string]string{}
 	}
 	p.template.Labels["pod-template-hash"] = hash
+	if n.isFake(d) {
+		ctx, cancel := context.WithCancel(n.runCtx)
+		p.cancel, p.fake = cancel, true
+		p.log.V(1).Info("starting fake replica")
+		go p.runFake(ctx)
+		return p, nil
+	}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return nil, fmt.Errorf("creating the pod directory: %w", err)
 	}
@@ -415,6 +429,13 @@ func (n *Node) newPod(d *appsv1.Deployment, hash string) (*pod, error) {
 	p.log.Info("starting replica", "ports", p.portMap())
 	go p.run(ctx)
 	return p, nil
+}
+
+// isFake says whether the Deployment's replicas are faked (FakeComponents), by its component
+// label.
+func (n *Node) isFake(d *appsv1.Deployment) bool {
+	c := d.Labels[naming.LabelComponent]
+	return c != "" && slices.Contains(n.FakeComponents, c)
 }
 
 // writeStatus reports the replicas the way the Deployment controller does, so the manager reads

@@ -56,6 +56,8 @@ type pod struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+	// fake pods run no process (Node.FakeComponents).
+	fake bool
 
 	mu         sync.Mutex
 	pid        int
@@ -77,6 +79,8 @@ type PodInfo struct {
 	Restarts   int
 	// Failure says why the container is not running, if it is not.
 	Failure string
+	// Fake replicas run no process (Node.FakeComponents): PID stays 0 while Ready.
+	Fake bool
 	// TemplateHash identifies the pod template the replica runs.
 	TemplateHash string
 	// Ports maps container port numbers to host ports.
@@ -93,7 +97,7 @@ func (p *pod) info() PodInfo {
 	pi := PodInfo{
 		Namespace: p.namespace, Deployment: p.deployment, Name: p.name, PID: p.pid, Ready: p.ready,
 		Restarts: p.restarts, Failure: p.failure, TemplateHash: p.hash, Ports: map[int32]int{},
-		LogFile: p.logFile,
+		LogFile: p.logFile, Fake: p.fake,
 	}
 	for k, v := range p.hostPorts {
 		pi.Ports[k] = v
@@ -165,6 +169,14 @@ func freePort() (int, error) {
 	}
 	defer func() { _ = l.Close() }()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// runFake stands in for run when the pod is faked: Ready at once, with no process, until
+// stopped.
+func (p *pod) runFake(ctx context.Context) {
+	defer close(p.done)
+	p.setReady(true)
+	<-ctx.Done()
 }
 
 // run keeps the container running until ctx ends, like restartPolicy Always.

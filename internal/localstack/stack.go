@@ -64,6 +64,11 @@ type Options struct {
 	OperatorNamespace string
 	// ManagerEnv is added to the manager's environment (e.g. DISPATCHER_REPLICAS).
 	ManagerEnv map[string]string
+	// ManagerArgs are added to the manager's command line (e.g. --pprof-bind-address).
+	ManagerArgs []string
+	// FakeComponents are the components whose pods the local node marks Ready without running
+	// them (Node.FakeComponents); empty: LOCALSTACK_FAKE_PODS, comma-separated.
+	FakeComponents []string
 	// Log receives the stack's own logs.
 	Log logr.Logger
 }
@@ -90,13 +95,14 @@ type Stack struct {
 	ReceiverTLSURL string
 	Node           *Node
 
-	env        *envtest.Environment
-	cancelNode context.CancelFunc
-	proxy      *http.Server
-	tlsProxy   *tlsPassthrough
-	managerMu  sync.Mutex
-	manager    *supervised
-	managerEnv map[string]string
+	env            *envtest.Environment
+	cancelNode     context.CancelFunc
+	proxy          *http.Server
+	tlsProxy       *tlsPassthrough
+	managerMu      sync.Mutex
+	manager        *supervised
+	managerEnv     map[string]string
+	managerMetrics string
 }
 
 // ErrUsage marks errors a user fixes by doing something (the message says what).
@@ -131,6 +137,13 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	if err := claimDir(o.Dir); err != nil {
 		return nil, err
 	}
+	if len(o.FakeComponents) == 0 {
+		for _, c := range strings.Split(os.Getenv("LOCALSTACK_FAKE_PODS"), ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				o.FakeComponents = append(o.FakeComponents, c)
+			}
+		}
+	}
 	s = &Stack{Opts: o, managerEnv: map[string]string{}}
 	for k, v := range o.ManagerEnv {
 		s.managerEnv[k] = v
@@ -158,6 +171,7 @@ func Start(ctx context.Context, o Options) (s *Stack, err error) {
 	s.Node = &Node{
 		Config: s.Config, Namespace: o.OperatorNamespace, BinDir: o.BinDir, Dir: o.Dir,
 		Kubeconfig: s.Kubeconfig, PodsFile: filepath.Join(o.Dir, "pods"), Log: o.Log.WithName("node"),
+		FakeComponents: o.FakeComponents,
 	}
 	if err := s.Node.Start(nodeCtx); err != nil {
 		return s, err
@@ -386,6 +400,10 @@ func (s *Stack) startAPIServer() error {
 		BinaryAssetsDirectory: assets,
 		Scheme:                Scheme(),
 	}
+	// envtest's default service range is a /24: every channel's metrics Service takes a
+	// ClusterIP, so more than ~250 channels would fail with "range is full" where a real
+	// cluster (a /12 by default) would not.
+	s.env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
 	s.Opts.Log.Info("starting kube-apiserver and etcd", "assets", assets)
 	cfg, err := s.env.Start()
 	if err != nil {
@@ -495,6 +513,7 @@ func (s *Stack) startManager(ctx context.Context) error {
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics),
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", health),
 	}
+	args = append(args, s.Opts.ManagerArgs...)
 	logFile := filepath.Join(s.Opts.Dir, "logs", "manager.log")
 	m := &supervised{
 		name: "manager", argv: append([]string{filepath.Join(s.Opts.BinDir, "manager")}, args...),
@@ -503,6 +522,7 @@ func (s *Stack) startManager(ctx context.Context) error {
 	m.start()
 	s.managerMu.Lock()
 	s.manager = m
+	s.managerMetrics = fmt.Sprintf("http://127.0.0.1:%d/metrics", metrics)
 	s.managerMu.Unlock()
 	// The manager is up when its readiness endpoint answers.
 	url := fmt.Sprintf("http://127.0.0.1:%d/readyz", health)
@@ -541,6 +561,29 @@ func (s *Stack) RestartManager(ctx context.Context, env map[string]string) error
 		return err
 	}
 	return s.WriteEnv(false)
+}
+
+// ManagerMetricsURL is the running manager's Prometheus endpoint.
+func (s *Stack) ManagerMetricsURL() string {
+	s.managerMu.Lock()
+	defer s.managerMu.Unlock()
+	return s.managerMetrics
+}
+
+// ManagerPID is the manager process's id (the last one started), 0 before it started.
+func (s *Stack) ManagerPID() int {
+	s.managerMu.Lock()
+	m := s.manager
+	s.managerMu.Unlock()
+	if m == nil {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cmd == nil || m.cmd.Process == nil {
+		return 0
+	}
+	return m.cmd.Process.Pid
 }
 
 // ManagerLog is the manager's log file.
