@@ -7,8 +7,11 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
@@ -79,4 +82,53 @@ func TestHTTPClientOfAnUnusedCABundleIsEvictedAndItsConnectionsClosed(t *testing
 	// The remaining subscriber's client still works.
 	more := e.produce(0, 3)
 	plain.waitIDs(t, more, 30*time.Second)
+}
+
+// Subscribers of one channel on one host share a connection pool whose size is capped: with
+// more deliveries in flight than connections kept idle, the surplus connections were dialed
+// for one request each and closed after it (P8 of make bench, 50 subscribers on one host).
+func TestConnectionsToOneHostStayWithinTheCap(t *testing.T) {
+	k := kafkatest.Start(t)
+	const parts, perPart, subs, maxConns = 4, 30, 3, 3
+	e := newEnv(t, k, parts)
+	s := &sink{respond: func(_ *event.Event, w http.ResponseWriter) bool {
+		time.Sleep(20 * time.Millisecond) // keeps deliveries in flight at once
+		w.WriteHeader(http.StatusAccepted)
+		return true
+	}}
+	var dialed atomic.Int32
+	s.Server = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
+	s.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			dialed.Add(1)
+		}
+	}
+	s.Start()
+	t.Cleanup(s.Close)
+
+	rd := e.start(func(c *Config) { c.MaxConnsPerHost, c.MaxInFlight = maxConns, 8 })
+	var specs []v1beta1.SubscriberSpec
+	for i := range subs {
+		specs = append(specs, sub(fmt.Sprintf("uid-%d", i), 1, fmt.Sprintf("%s/%d", s.URL, i)))
+	}
+	rd.Update(Channel{Subscribers: specs, Unordered: true})
+	rd.waitReady(t, specs...)
+	var ids []string
+	for p := range parts {
+		ids = append(ids, e.produce(p, perPart)...)
+	}
+	poll.Eventually(t, 60*time.Second, "every event delivered to every subscriber", func() error {
+		got := s.ids()
+		for _, id := range ids {
+			if got[id] < subs {
+				return fmt.Errorf("event %s delivered %d times, want %d", id, got[id], subs)
+			}
+		}
+		return nil
+	})
+	// Without the cap, up to subs x parts x 8 = 96 deliveries run at once, each on a
+	// connection of its own.
+	if n := dialed.Load(); n > maxConns {
+		t.Errorf("%d connections opened to the one host, want at most %d", n, maxConns)
+	}
 }

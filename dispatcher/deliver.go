@@ -250,13 +250,18 @@ func withErrorExtensions(ev *event.Event, dest string, o outcome) *event.Event {
 }
 
 // newHTTPTransport is tuned for many concurrent deliveries to few hosts: Go's default keeps two
-// idle connections per host, which makes busy partitions open a connection per event.
-func newHTTPTransport(tlsCfg *tls.Config) *http.Transport {
+// idle connections per host, which makes busy partitions open a connection per event. It opens
+// at most maxConns connections to one host and keeps as many idle: with more deliveries in
+// flight than idle connections kept (50 subscribers x 8 partitions x 16 in unordered mode), each
+// surplus connection was dialed for one request and closed after it. A delivery beyond the cap
+// waits for a connection, within its attempt timeout.
+func newHTTPTransport(tlsCfg *tls.Config, maxConns int) *http.Transport {
 	return &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
 		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:          2048,
-		MaxIdleConnsPerHost:   512,
+		MaxIdleConns:          4 * maxConns,
+		MaxIdleConnsPerHost:   maxConns,
+		MaxConnsPerHost:       maxConns,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,

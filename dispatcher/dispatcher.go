@@ -34,6 +34,8 @@ const (
 	// to one subscriber. Measured with make bench (P1), 16 delivered ~20% more than 64, which
 	// opened over 600 connections per 20k events and contended on a 2-core machine.
 	DefaultMaxInFlight = 16
+	// DefaultMaxConnsPerHost caps the connections to one destination host (newHTTPTransport).
+	DefaultMaxConnsPerHost = 512
 	// DefaultCommitInterval bounds what a crash redelivers: about this long times the delivery
 	// rate. A commit is one small request per group and replica, so 10 a second cost nothing.
 	DefaultCommitInterval = 100 * time.Millisecond
@@ -94,6 +96,9 @@ type Config struct {
 
 	// MaxInFlight bounds the deliveries in flight per partition in unordered mode.
 	MaxInFlight int
+	// MaxConnsPerHost bounds the connections to one destination host, shared by every
+	// subscriber of the channel; 0: DefaultMaxConnsPerHost.
+	MaxConnsPerHost int
 	// CommitInterval is how often handled offsets are committed.
 	CommitInterval time.Duration
 	// DrainTimeout is how long in-flight deliveries may finish on rebalance or shutdown before
@@ -217,6 +222,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	setDefault(&cfg.PartitionWatchInterval, DefaultPartitionWatch)
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxConnsPerHost <= 0 {
+		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
 	}
 	if need, limit := cfg.HeartbeatInterval+cfg.DrainTimeout+cfg.MaxWait+FinalCommitRoom, min(cfg.RebalanceTimeout, cfg.SessionTimeout); need > limit {
 		return nil, fmt.Errorf("dispatcher: drain timeout %s does not fit the consumer group's timeouts (rebalance %s, session %s): heartbeat interval (%s) + drain + fetch max wait (%s) + %s for the final commit is %s; a member draining that long is evicted and rebalances cascade, so shorten the drain timeout",
@@ -507,13 +515,13 @@ func (d *Dispatcher) httpClient(pem string) (*http.Client, error) {
 	}
 	var t *http.Transport
 	if pem == "" {
-		t = newHTTPTransport(nil)
+		t = newHTTPTransport(nil, d.cfg.MaxConnsPerHost)
 	} else {
 		pool, err := trustPool(pem)
 		if err != nil {
 			return nil, fmt.Errorf("not a valid PEM CA bundle: %w", err)
 		}
-		t = newHTTPTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+		t = newHTTPTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, d.cfg.MaxConnsPerHost)
 	}
 	c := &http.Client{Transport: t}
 	d.clients[key] = c

@@ -185,10 +185,21 @@ and the senders as well as the code under test).
   (~5 us, 3 KB, 18 allocations per event measured with a Go benchmark of the production logger),
   and which only failure paths used; it is now built on first use. The bench used a Discard
   logger, which hid that cost: it now runs the dispatcher with a zap JSON logger at info level,
-  as a pod does. An A/B of MaxInFlight 4/8/16 was attempted and was inconclusive at this load
-  (ratios 0.24-0.64 for all three). What bounds the rest is two cores shared by the dispatcher,
-  the sink, kfake and the baseline: the dispatcher does the fetch, decode, encode and HTTP
-  round trip, the baseline only the last.
+  as a pod does. An A/B of MaxInFlight 4/8/16 at load averages of 10-14 was inconclusive
+  (ratios 0.24-0.64 for all three). Repeated at a load average of 1 with MaxInFlight 2, 4 and
+  16 (16, 32 and 128 deliveries in flight; three runs each, interleaved), every setting gave
+  19.7-25.8k/s against a POST loop of 31.8-40.7k/s, ratios 0.58-0.71. Concurrency does not bound
+  it; CPU per event does. A profile at that load: ` + "`handle`" + ` is 18% of the samples. Of that, the
+  HTTP client's ` + "`Do`" + ` is 7 points, ` + "`ToEvent`" + ` 4 (cloning the SDK's event context
+  prototype and its extension map), the SDK's ` + "`WriteRequest`" + ` with header validation 4, and
+  per-attempt timeout contexts and timers 3. The rest is goroutine stack growth for the
+  per-event goroutine (2) and spans and metrics. What bounds the rest is two cores shared by the
+  dispatcher, the sink, kfake and the baseline. The dispatcher does the fetch, decode, encode
+  and HTTP round trip; the baseline does only the last. The next step would be a
+  ` + "`binding.Message`" + ` over the Kafka record, so binary-mode records go to HTTP headers without
+  being materialised as an ` + "`event.Event`" + `, which is what Knative's own Kafka dispatcher does
+  with Sarama. That would remove ` + "`ToEvent`" + ` and most of ` + "`WriteRequest`" + `'s work, about 8 of the
+  18 points. It was not done in this round.
 - **P7a (1.1-2.1, target >= 3).** With an instant sink the naive loop is not slow on kfake,
   because its synchronous commit is a loopback round trip to an in-process broker (~50 us). On
   a real cluster each commit is a network round trip to the group coordinator (1-5 ms), which
@@ -215,7 +226,7 @@ and the senders as well as the code under test).
   35-56 MB/s to 141-228 MB/s with 20 KB events. After the fix the receiver's handler is 21% of
   the samples (decode, ToMessage, Writer each 5% or less); what bounds the ratio is the HTTP
   server and the 32 HTTP senders in the same process, which the baseline does not have.
-- **P8 (0.31-0.84 of P1, 7-12k deliveries/s; target 0.7).** The ratio swings with P1 as much
+- **P8 (0.31-0.84 of P1, 7-12k deliveries/s before the connection cap below, 0.58-0.76 after; target 0.7).** The ratio swings with P1 as much
   as with P8. 50 consumer groups mean 400 partition readers, 50
   commit tickers and 50 heartbeats in one process, and every event is fetched, decoded and
   encoded once per subscriber (the groups are independent, as at-least-once per subscriber
@@ -226,10 +237,15 @@ and the senders as well as the code under test).
   dialed again) and goroutine stack growth 7% (the readers and connection goroutines); syscalls
   are 23%. An A/B with a 1 s commit interval instead of 100 ms raised P8 by 10-25% (9.4k to
   10.4-11.8k/s, P1 unchanged): not enough for the target, and it would widen what a crash
-  redelivers tenfold, so the default stays. What is left to try: a per-host cap on concurrent
-  deliveries across subscribers (fewer connections), and one fetch per partition shared by the
-  subscribers of a channel (one reader instead of 50, each group still committing its own
-  offsets).
+  redelivers tenfold, so the default stays. The dialing is fixed: the HTTP transport now opens at
+  most 512 connections to one host and keeps as many idle (` + "`MaxConnsPerHost`" + `), so no connection
+  is dialed for one request and closed after it (` + "`TestConnectionsToOneHostStayWithinTheCap`" + `:
+  151 connections for 360 deliveries without the cap, 3 with a cap of 3). In three interleaved
+  runs at a load average of 1, P8 went from 6.5-8.9k/s to 12.7-16.1k/s, while P1 stayed at
+  18-26k/s; caps of 64, 128 and 256 gave 15.6-23.2k/s. The cap stays at 512, because a lower
+  one would limit a slow subscriber host more than P8 gains. What is left to try is one fetch
+  per partition shared by the subscribers of a channel: one reader instead of 50, with each
+  group still committing its own offsets.
 - **S2 (RSS 35-39 MB for the bench's dispatcher processes, 48 MB for the real binary, against a
   target of 25 MB; 1.0 fetch/s per partition idle, target <= 1).**
   Before: 2.5 fetch requests/s per partition and subscriber while idle (10 a second for a
