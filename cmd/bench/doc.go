@@ -235,7 +235,13 @@ and the senders as well as the code under test).
   to 21-23k/s); the receiver went from 4.7-5.4k/s to 7.6-13k/s with 256 B events and from
   35-56 MB/s to 141-228 MB/s with 20 KB events. After the fix the receiver's handler is 21% of
   the samples (decode, ToMessage, Writer each 5% or less); what bounds the ratio is the HTTP
-  server and the 32 HTTP senders in the same process, which the baseline does not have.
+  server and the 32 HTTP senders in the same process, which the baseline does not have. A P4
+  profile at load 1 (ratio 0.71): the HTTP server's connection handling outside the handler is
+  13% of the samples and the bench's HTTP senders 11.5%, together a quarter of the process that
+  the raw Writer baseline never runs. The receiver's handler is 21.6%: 13.4 points of producing,
+  most of it kafka-go's Writer as in the baseline, and 6.7 points of decoding and validating the
+  CloudEvent. So at most ~8% of the samples are the receiver's own work. The HTTP framing is the
+  cost of the receiver's job, and it does not fit in the 0.2 the target allows on two cores.
 - **P8 (0.31-0.84 of P1, 7-12k deliveries/s before the connection cap below, 0.58-0.76 after; target 0.7).** The ratio swings with P1 as much
   as with P8. 50 consumer groups mean 400 partition readers, 50
   commit tickers and 50 heartbeats in one process, and every event is fetched, decoded and
