@@ -85,23 +85,41 @@ func wait(done <-chan struct{}, budget time.Duration) error {
 func (e *Env) DispatcherRate(ch Channel, sink *Sink, n int, unordered bool, budget time.Duration) (float64, error) {
 	done := sink.Expect(n)
 	uid := fmt.Sprintf("rate-%d", e.seq.Add(1))
-	d, stop, err := e.RunDispatcher(ch, dispatcher.Channel{
-		Subscribers: []v1beta1.SubscriberSpec{Subscriber(uid, sink.URL)}, Unordered: unordered,
-	})
-	if err != nil {
-		return 0, err
-	}
-	defer stop()
-	if err := waitReady(d, uid, e.Within(60*time.Second)); err != nil {
+	c := dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{Subscriber(uid, sink.URL)}, Unordered: unordered}
+	if err := e.Prime(ch, c, uid); err != nil {
 		return 0, err
 	}
 	if err := e.Fill(ch, uid, n); err != nil {
 		return 0, err
 	}
+	_, stop, err := e.RunDispatcher(ch, c)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
 	if err := wait(done, budget); err != nil {
 		return 0, fmt.Errorf("dispatcher delivered %d of %d: %w", sink.Count(), n, err)
 	}
 	return rate(n, sink.Span()), nil
+}
+
+// Prime makes the subscribers of c Ready once, which commits their start (the end of the log),
+// and stops the dispatcher again. Records produced afterwards are then read by the next
+// dispatcher of c from Kafka alone, as the baselines read records produced before they start:
+// a dispatcher measured while the bench still produces would share the cores with the
+// producer, which no baseline does.
+func (e *Env) Prime(ch Channel, c dispatcher.Channel, uids ...string) error {
+	d, stop, err := e.RunDispatcher(ch, c)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	for _, uid := range uids {
+		if err := waitReady(d, uid, e.Within(90*time.Second)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func rate(n int, d time.Duration) float64 {

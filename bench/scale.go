@@ -74,19 +74,23 @@ func (e *Env) FanOutRate(ch Channel, subs, n int, budget time.Duration) (float64
 	for i := range subs {
 		specs = append(specs, Subscriber(fmt.Sprintf("fan-%d-%02d", e.seq.Add(1), i), sink.URL+strconv.Itoa(i)))
 	}
-	d, stop, err := e.RunDispatcher(ch, dispatcher.Channel{Subscribers: specs, Unordered: true})
-	if err != nil {
-		return 0, err
-	}
-	defer stop()
+	c := dispatcher.Channel{Subscribers: specs, Unordered: true}
+	var uids []string
 	for _, s := range specs {
-		if err := waitReady(d, s.UID, e.Within(90*time.Second)); err != nil {
-			return 0, err
-		}
+		uids = append(uids, s.UID)
+	}
+	// As in P1: the records are in Kafka before the measured dispatcher starts.
+	if err := e.Prime(ch, c, uids...); err != nil {
+		return 0, err
 	}
 	if err := e.Fill(ch, "fan", n); err != nil {
 		return 0, err
 	}
+	_, stop, err := e.RunDispatcher(ch, c)
+	if err != nil {
+		return 0, err
+	}
+	defer stop()
 	if err := wait(sink.done, budget); err != nil {
 		return 0, fmt.Errorf("fan-out delivered %d of %d: %w", sink.n.Load(), n*subs, err)
 	}

@@ -200,6 +200,27 @@ and the senders as well as the code under test).
   being materialised as an ` + "`event.Event`" + `, which is what Knative's own Kafka dispatcher does
   with Sarama. That would remove ` + "`ToEvent`" + ` and most of ` + "`WriteRequest`" + `'s work, about 8 of the
   18 points. It was not done in this round.
+  A second pair of profiles covered only the POST window and only the dispatcher window of one
+  P1 run of 60k events. The POST window used 3.03 CPU-seconds, 50 us per event, for senders,
+  sink and reading the records. The dispatcher window used 5.04 CPU-seconds, 84 us per event.
+  The 34 us more break down as follows:
+  - decoding the record (` + "`ToEvent`" + `): 6 us;
+  - encoding the request beyond the baseline's own header copy: 4 us;
+  - the per-event goroutine and its stack growth: 4 us;
+  - the bench's producer, which was still writing the records during the window: 5 us;
+  - the sink's extra connections: 2.5 us;
+  - kfake serving the fetches: 2 us;
+  - the rest is allocation, GC and scheduling.
+  The producer no longer runs in the window. The subscriber is now made Ready once, the
+  dispatcher stopped, the records written, and a dispatcher started to read them, as the
+  baselines read records written before their window (` + "`Env.Prime`" + `, also used by P8). In
+  three interleaved A/B runs this moved P1 from 0.61-0.70 to 0.63-0.87, inside the noise.
+  Go benchmarks in ` + "`internal/kafkabinding`" + ` give the uncontended costs: ` + "`ToEvent`" + ` 3.2-4.0 us
+  and 23 allocations, encoding the request 2.8-3.0 us and 22 allocations, and the baseline's
+  header copy 2.7-3.2 us and 30 allocations.
+  The CloudEvents decode and encode that the spec requires (a malformed record must go to the
+  dead-letter sink, not to the subscriber) is the largest single part of the gap, and no
+  baseline does it.
 - **P7a (1.1-2.1 on kfake, 15.4 on Apache Kafka; target >= 3).** With an instant sink the naive loop is not slow on kfake,
   because its synchronous commit is a loopback round trip to an in-process broker (~50 us). On
   a real cluster each commit is a network round trip to the group coordinator (1-5 ms), which
