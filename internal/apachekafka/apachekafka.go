@@ -65,6 +65,7 @@ type Security struct {
 	Users map[string]string
 	// TLSCertPEM (the certificate chain, leaf first) and TLSKeyPEM (an unencrypted PKCS #8
 	// key), when set, add an SSL listener on 127.0.0.1 with that identity (a PEM key store).
+	// With Users as well, a SASL_SSL listener is added: the same users over the same TLS.
 	TLSCertPEM, TLSKeyPEM []byte
 }
 
@@ -80,7 +81,7 @@ type Cluster struct {
 type node struct {
 	id                int
 	port, ctrlPort    int
-	saslPort, tlsPort int
+	saslPort, tlsPort, saslSSLPort int
 	dir               string
 
 	mu     sync.Mutex
@@ -142,6 +143,11 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 				return nil, err
 			}
 		}
+		if o.Security.sasl() && o.Security.tls() {
+			if n.saslSSLPort, err = freePort(); err != nil {
+				return nil, err
+			}
+		}
 		c.nodes = append(c.nodes, n)
 	}
 	defer func() {
@@ -197,6 +203,18 @@ func (c *Cluster) SASLBrokers() []string {
 	for _, n := range c.nodes {
 		if n.saslPort != 0 {
 			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.saslPort))
+		}
+	}
+	return out
+}
+
+// SASLSSLBrokers are the SASL_SSL listeners (Options.Security with Users and a certificate),
+// one per node.
+func (c *Cluster) SASLSSLBrokers() []string {
+	var out []string
+	for _, n := range c.nodes {
+		if n.saslSSLPort != 0 {
+			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.saslSSLPort))
 		}
 	}
 	return out
@@ -304,14 +322,17 @@ func (c *Cluster) writeConfig() error {
 	return c.writeLogConfig()
 }
 
-// securityProps adds the SASL and TLS listeners of Options.Security to a node's properties.
+// securityProps adds the SASL, TLS and SASL_SSL listeners of Options.Security to a node's
+// properties.
 func (c *Cluster) securityProps(n *node, props map[string]string) {
 	sec := c.opts.Security
-	if sec.sasl() {
-		props["listeners"] += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", n.saslPort)
-		props["advertised.listeners"] += fmt.Sprintf(",SASL_PLAINTEXT://127.0.0.1:%d", n.saslPort)
-		props["listener.security.protocol.map"] += ",SASL_PLAINTEXT:SASL_PLAINTEXT"
-		props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-512"
+	listener := func(name string, port int) {
+		props["listeners"] += fmt.Sprintf(",%s://127.0.0.1:%d", name, port)
+		props["advertised.listeners"] += fmt.Sprintf(",%s://127.0.0.1:%d", name, port)
+		props["listener.security.protocol.map"] += fmt.Sprintf(",%s:%s", name, name)
+	}
+	saslProps := func(lname string) {
+		props["listener.name."+lname+".sasl.enabled.mechanisms"] = "PLAIN,SCRAM-SHA-512"
 		names := make([]string, 0, len(sec.Users))
 		for u := range sec.Users {
 			names = append(names, u)
@@ -321,18 +342,28 @@ func (c *Cluster) securityProps(n *node, props map[string]string) {
 		for _, u := range names {
 			plain += fmt.Sprintf(" user_%s=%q", u, sec.Users[u])
 		}
-		props["listener.name.sasl_plaintext.plain.sasl.jaas.config"] = plain + ";"
-		props["listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+		props["listener.name."+lname+".plain.sasl.jaas.config"] = plain + ";"
+		props["listener.name."+lname+".scram-sha-512.sasl.jaas.config"] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+	}
+	tlsProps := func(lname string) {
+		props["listener.name."+lname+".ssl.keystore.type"] = "PEM"
+		// Java properties turn \n back into line breaks.
+		props["listener.name."+lname+".ssl.keystore.certificate.chain"] = pemProp(sec.TLSCertPEM)
+		props["listener.name."+lname+".ssl.keystore.key"] = pemProp(sec.TLSKeyPEM)
+		props["listener.name."+lname+".ssl.client.auth"] = "none"
+	}
+	if sec.sasl() {
+		listener("SASL_PLAINTEXT", n.saslPort)
+		saslProps("sasl_plaintext")
 	}
 	if sec.tls() {
-		props["listeners"] += fmt.Sprintf(",SSL://127.0.0.1:%d", n.tlsPort)
-		props["advertised.listeners"] += fmt.Sprintf(",SSL://127.0.0.1:%d", n.tlsPort)
-		props["listener.security.protocol.map"] += ",SSL:SSL"
-		props["listener.name.ssl.ssl.keystore.type"] = "PEM"
-		// Java properties turn \n back into line breaks.
-		props["listener.name.ssl.ssl.keystore.certificate.chain"] = pemProp(sec.TLSCertPEM)
-		props["listener.name.ssl.ssl.keystore.key"] = pemProp(sec.TLSKeyPEM)
-		props["listener.name.ssl.ssl.client.auth"] = "none"
+		listener("SSL", n.tlsPort)
+		tlsProps("ssl")
+	}
+	if sec.sasl() && sec.tls() {
+		listener("SASL_SSL", n.saslSSLPort)
+		saslProps("sasl_ssl")
+		tlsProps("sasl_ssl")
 	}
 }
 

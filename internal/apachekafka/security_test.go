@@ -73,8 +73,8 @@ func testCA(t *testing.T) (caPEM, chainPEM, keyPEM []byte) {
 }
 
 // TestSASLAndTLS starts a broker with a SASL_PLAINTEXT listener (PLAIN, and SCRAM-SHA-512
-// with the user created by kafka-storage format --add-scram) and an SSL listener with a
-// certificate of a CA the test made. Through each, with a Kafka Secret as a user writes it,
+// with the user created by kafka-storage format --add-scram), an SSL listener with a
+// certificate of a CA the test made, and a SASL_SSL listener with both. Through each, with a Kafka Secret as a user writes it,
 // the manager's path creates the topic, the receiver's Writer produces a CloudEvent with
 // acks=all and the dispatcher delivers it to a subscriber. A wrong password, and a CA that did
 // not sign the broker's certificate, give errors that say so.
@@ -89,6 +89,7 @@ func TestSASLAndTLS(t *testing.T) {
 	}
 	t.Cleanup(c.Close)
 	sasl, tlsAddr := strings.Join(c.SASLBrokers(), ","), strings.Join(c.TLSBrokers(), ",")
+	saslSSL := strings.Join(c.SASLSSLBrokers(), ",")
 	otherCA, _, _ := testCA(t)
 
 	for _, tc := range []struct {
@@ -99,6 +100,10 @@ func TestSASLAndTLS(t *testing.T) {
 		{"SASL PLAIN", map[string]string{"brokers": sasl, "protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "user": user, "password": password}, ""},
 		{"SASL SCRAM-SHA-512", map[string]string{"brokers": sasl, "protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "user": user, "password": password}, ""},
 		{"TLS", map[string]string{"brokers": tlsAddr, "protocol": "SSL", "ca.crt": string(caPEM)}, ""},
+		{"SASL_SSL SCRAM-SHA-512", map[string]string{"brokers": saslSSL, "protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "user": user, "password": password, "ca.crt": string(caPEM)}, ""},
+		{"SASL_SSL PLAIN, protocol inferred", map[string]string{"brokers": saslSSL, "sasl.mechanism": "PLAIN", "user": user, "password": password, "ca.crt": string(caPEM)}, ""},
+		{"SASL_SSL, wrong password", map[string]string{"brokers": saslSSL, "protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "user": user, "password": "wrong", "ca.crt": string(caPEM)}, "check user, password"},
+		{"SASL_SSL, another CA", map[string]string{"brokers": saslSSL, "protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512", "user": user, "password": password, "ca.crt": string(otherCA)}, "certificate signed by unknown authority"},
 		{"SASL PLAIN, wrong password", map[string]string{"brokers": sasl, "protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "user": user, "password": "wrong"}, "check user, password"},
 		{"SASL SCRAM-SHA-512, wrong password", map[string]string{"brokers": sasl, "protocol": "SASL_PLAINTEXT", "sasl.mechanism": "SCRAM-SHA-512", "user": user, "password": "wrong"}, "check user, password"},
 		{"TLS, another CA", map[string]string{"brokers": tlsAddr, "protocol": "SSL", "ca.crt": string(otherCA)}, "certificate signed by unknown authority"},
