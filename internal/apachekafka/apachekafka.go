@@ -79,10 +79,10 @@ type Cluster struct {
 }
 
 type node struct {
-	id                int
-	port, ctrlPort    int
+	id                             int
+	port, ctrlPort                 int
 	saslPort, tlsPort, saslSSLPort int
-	dir               string
+	dir                            string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
