@@ -263,7 +263,7 @@ and the senders as well as the code under test).
   most of it kafka-go's Writer as in the baseline, and 6.7 points of decoding and validating the
   CloudEvent. So at most ~8% of the samples are the receiver's own work. The HTTP framing is the
   cost of the receiver's job, and it does not fit in the 0.2 the target allows on two cores.
-- **P8 (0.31-0.84 of P1, 7-12k deliveries/s before the connection cap below, 0.58-0.76 after; target 0.7).** The ratio swings with P1 as much
+- **P8 (0.31-0.84 of P1, 7-12k deliveries/s before the connection cap below; 0.57-0.95 after, 11-21k/s; target 0.7).** The ratio swings with P1 as much
   as with P8. 50 consumer groups mean 400 partition readers, 50
   commit tickers and 50 heartbeats in one process, and every event is fetched, decoded and
   encoded once per subscriber (the groups are independent, as at-least-once per subscriber
