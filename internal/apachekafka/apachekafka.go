@@ -198,34 +198,23 @@ func (c *Cluster) Brokers() []string {
 }
 
 // SASLBrokers are the SASL_PLAINTEXT listeners (Options.Security.Users), one per node.
-func (c *Cluster) SASLBrokers() []string {
-	var out []string
-	for _, n := range c.nodes {
-		if n.saslPort != 0 {
-			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.saslPort))
-		}
-	}
-	return out
-}
+func (c *Cluster) SASLBrokers() []string { return c.listeners(func(n *node) int { return n.saslPort }) }
 
 // SASLSSLBrokers are the SASL_SSL listeners (Options.Security with Users and a certificate),
 // one per node.
 func (c *Cluster) SASLSSLBrokers() []string {
-	var out []string
-	for _, n := range c.nodes {
-		if n.saslSSLPort != 0 {
-			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.saslSSLPort))
-		}
-	}
-	return out
+	return c.listeners(func(n *node) int { return n.saslSSLPort })
 }
 
 // TLSBrokers are the SSL listeners (Options.Security.TLSCertPEM), one per node.
-func (c *Cluster) TLSBrokers() []string {
+func (c *Cluster) TLSBrokers() []string { return c.listeners(func(n *node) int { return n.tlsPort }) }
+
+// listeners are the addresses of one kind of listener, one per node that has it.
+func (c *Cluster) listeners(port func(*node) int) []string {
 	var out []string
 	for _, n := range c.nodes {
-		if n.tlsPort != 0 {
-			out = append(out, fmt.Sprintf("127.0.0.1:%d", n.tlsPort))
+		if p := port(n); p != 0 {
+			out = append(out, fmt.Sprintf("127.0.0.1:%d", p))
 		}
 	}
 	return out
