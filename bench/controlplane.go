@@ -1,20 +1,19 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -50,9 +49,9 @@ type ScaleResult struct {
 	Channels, Subscribers int
 	// ToReady is from the first create to every channel Ready at its generation.
 	ToReady time.Duration
-	// RSSReady and RSSIdle are the manager's VmRSS when all were Ready and after the idle
-	// window; HWM is its peak (VmHWM) over the whole run.
-	RSSReady, RSSIdle, HWM int64
+	// RSSReady and RSSIdle are the manager's VmRSS in MB when all were Ready and after the
+	// idle window; HWMMB is its peak (VmHWM) over the whole run.
+	RSSReady, RSSIdle, HWMMB float64
 	// Idle is the idle window; Reconciles the manager's controller_runtime_reconcile_total
 	// delta over it (every controller), ChannelWrites the channels' resourceVersion changes and
 	// DeploymentWrites the dispatcher Deployments'.
@@ -108,12 +107,14 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 	}); err != nil {
 		return res, fmt.Errorf("creating the channels: %w", err)
 	}
-	if err := waitAllReady(ctx, c, o.Channels, o.Budget); err != nil {
+	if err := waitChannels(ctx, c, scaleNamespace, o.Channels, o.Budget, channelReady); err != nil {
 		return res, err
 	}
 	res.ToReady = time.Since(start)
 	pid := s.ManagerPID()
-	res.RSSReady, _ = procStatusKB(pid, "VmRSS")
+	if res.RSSReady, err = procStatusMB(pid, "VmRSS"); err != nil {
+		return res, err
+	}
 
 	// Idle: let the last writes of the rollout (Deployment status, conditions) settle for a
 	// moment, then count.
@@ -140,7 +141,9 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 			res.Reconciles += d
 		}
 	}
-	res.RSSIdle, _ = procStatusKB(pid, "VmRSS")
+	if res.RSSIdle, err = procStatusMB(pid, "VmRSS"); err != nil {
+		return res, err
+	}
 
 	// S3: grow one channel at a time and time its Deployment's update.
 	for i := 0; i < o.Changes && i < len(names); i++ {
@@ -151,7 +154,9 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 		res.Latencies = append(res.Latencies, d)
 	}
 	slices.Sort(res.Latencies)
-	res.HWM, _ = procStatusKB(pid, "VmHWM")
+	if res.HWMMB, err = procStatusMB(pid, "VmHWM"); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
@@ -199,20 +204,21 @@ func channelReady(ch *v1beta1.KafkaChannel) bool {
 	return false
 }
 
-// waitAllReady polls the channel list until want channels are Ready at their generation.
-func waitAllReady(ctx context.Context, c client.Client, want int, budget time.Duration) error {
+// waitChannels polls the channels of ns until want of them are ready by ready; on timeout
+// the error counts the others by why they are not.
+func waitChannels(ctx context.Context, c client.Client, ns string, want int, budget time.Duration, ready func(*v1beta1.KafkaChannel) bool) error {
 	deadline := time.Now().Add(budget)
 	for {
 		var list v1beta1.KafkaChannelList
-		if err := c.List(ctx, &list, client.InNamespace(scaleNamespace)); err != nil {
+		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
 			return fmt.Errorf("listing channels: %w", err)
 		}
-		ready := 0
+		n := 0
 		why := map[string]int{}
 		for i := range list.Items {
 			ch := &list.Items[i]
-			if channelReady(ch) {
-				ready++
+			if ready(ch) {
+				n++
 				continue
 			}
 			reason := fmt.Sprintf("observedGeneration %d of %d", ch.Status.ObservedGeneration, ch.Generation)
@@ -223,11 +229,11 @@ func waitAllReady(ctx context.Context, c client.Client, want int, budget time.Du
 			}
 			why[reason]++
 		}
-		if ready >= want {
+		if n >= want {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d channels Ready after %s; the others: %v", ready, want, budget, why)
+			return fmt.Errorf("%d of %d channels ready after %s; the others: %v", n, want, budget, why)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -312,57 +318,38 @@ func timeChange(ctx context.Context, s *localstack.Stack, name string, budget ti
 	}
 }
 
-// reconcileTotals reads controller_runtime_reconcile_total per controller (all results).
-func reconcileTotals(url string) (map[string]int, error) {
+// scrape reads and parses a Prometheus text endpoint.
+func scrape(url string) (map[string]*dto.MetricFamily, error) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return nil, fmt.Errorf("reading the manager's metrics: %w", err)
+		return nil, fmt.Errorf("reading the metrics of %s: %w", url, err)
 	}
 	defer resp.Body.Close()
-	out := map[string]int{}
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		l := sc.Text()
-		if !strings.HasPrefix(l, "controller_runtime_reconcile_total{") {
-			continue
-		}
-		ctrl := labelValue(l, "controller")
-		f := strings.Fields(l)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			continue
-		}
-		out[ctrl] += int(v)
-	}
-	return out, sc.Err()
-}
-
-func labelValue(line, label string) string {
-	_, rest, ok := strings.Cut(line, label+`="`)
-	if !ok {
-		return ""
-	}
-	v, _, _ := strings.Cut(rest, `"`)
-	return v
-}
-
-// procStatusKB reads a kB field of /proc/<pid>/status, in bytes.
-func procStatusKB(pid int, field string) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
 	if err != nil {
-		return 0, err
+		return nil, fmt.Errorf("parsing the metrics of %s: %w", url, err)
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, err := strconv.ParseInt(f[0], 10, 64)
-				return n * 1024, err
+	return fams, nil
+}
+
+// reconcileTotals reads controller_runtime_reconcile_total per controller (all results).
+func reconcileTotals(url string) (map[string]int, error) {
+	fams, err := scrape(url)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]int{}
+	if f := fams["controller_runtime_reconcile_total"]; f != nil {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "controller" {
+					out[l.GetValue()] += int(m.GetCounter().GetValue())
+				}
 			}
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
+	return out, nil
 }
 
 // Percentile of sorted durations, nearest rank.
@@ -420,7 +407,7 @@ func RealIdle(ctx context.Context, o RealIdleOptions) (IdleResult, error) {
 		}
 		deps = append(deps, naming.DispatcherName(ns, name))
 	}
-	if err := waitSubscribersReady(ctx, c, ns, o.Channels, o.Budget); err != nil {
+	if err := waitChannels(ctx, c, ns, o.Channels, o.Budget, subscribersReady); err != nil {
 		return res, err
 	}
 	time.Sleep(o.Settle)
@@ -447,7 +434,7 @@ func RealIdle(ctx context.Context, o RealIdleOptions) (IdleResult, error) {
 		if err != nil {
 			return res, err
 		}
-		pss, err := smapsRollupMB(p.PID, "Pss")
+		pss, err := procFileMB(p.PID, "smaps_rollup", "Pss")
 		if err != nil {
 			return res, err
 		}
@@ -478,70 +465,25 @@ func RealIdle(ctx context.Context, o RealIdleOptions) (IdleResult, error) {
 	return res, nil
 }
 
-// waitSubscribersReady waits until want channels of ns are Ready with every subscriber Ready
-// in status (which the running dispatchers write).
-func waitSubscribersReady(ctx context.Context, c client.Client, ns string, want int, budget time.Duration) error {
-	deadline := time.Now().Add(budget)
-	for {
-		var list v1beta1.KafkaChannelList
-		if err := c.List(ctx, &list, client.InNamespace(ns)); err != nil {
-			return fmt.Errorf("listing channels: %w", err)
-		}
-		ready := 0
-		for i := range list.Items {
-			ch := &list.Items[i]
-			ok := channelReady(ch) && len(ch.Status.Subscribers) == len(ch.Spec.Subscribers)
-			for _, st := range ch.Status.Subscribers {
-				ok = ok && st.Ready == string(metav1.ConditionTrue)
-			}
-			if ok {
-				ready++
-			}
-		}
-		if ready >= want {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d channels Ready with their subscribers after %s", ready, want, budget)
-		}
-		time.Sleep(250 * time.Millisecond)
+// subscribersReady is a channel Ready at its generation with every subscriber Ready in status
+// (which running dispatchers write).
+func subscribersReady(ch *v1beta1.KafkaChannel) bool {
+	ok := channelReady(ch) && len(ch.Status.Subscribers) == len(ch.Spec.Subscribers)
+	for _, st := range ch.Status.Subscribers {
+		ok = ok && st.Ready == string(metav1.ConditionTrue)
 	}
+	return ok
 }
 
 // gauge reads one unlabelled gauge from a Prometheus text endpoint.
 func gauge(url, name string) (float64, error) {
-	resp, err := http.Get(url)
+	fams, err := scrape(url)
 	if err != nil {
 		return 0, err
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
+	f := fams[name]
+	if f == nil || len(f.GetMetric()) == 0 {
+		return 0, fmt.Errorf("no %s in %s", name, url)
 	}
-	if err := sc.Err(); err != nil {
-		return 0, err
-	}
-	return 0, fmt.Errorf("no %s in %s", name, url)
-}
-
-// smapsRollupMB reads a kB field of /proc/<pid>/smaps_rollup, in MB.
-func smapsRollupMB(pid int, field string) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, field+":"); ok {
-			f := strings.Fields(v)
-			if len(f) > 0 {
-				n, err := strconv.ParseFloat(f[0], 64)
-				return n / 1024, err
-			}
-		}
-	}
-	return 0, fmt.Errorf("no %s in /proc/%d/smaps_rollup", field, pid)
+	return f.GetMetric()[0].GetGauge().GetValue(), nil
 }

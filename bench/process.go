@@ -147,11 +147,14 @@ func (e *Env) DispatcherRSS(self string, subs, partitions, events int) (RSSResul
 // vmRSS reads a process's resident set size in MB from /proc.
 func vmRSS(pid int) (float64, error) { return procStatusMB(pid, "VmRSS") }
 
-// procStatusMB reads one kB field of /proc/PID/status (VmRSS, RssAnon, RssFile) in MB.
-func procStatusMB(pid int, field string) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+// procStatusMB reads one kB field of /proc/PID/status (VmRSS, VmHWM, RssAnon, RssFile) in MB.
+func procStatusMB(pid int, field string) (float64, error) { return procFileMB(pid, "status", field) }
+
+// procFileMB reads one kB field of /proc/PID/<file> (status, smaps_rollup) in MB.
+func procFileMB(pid int, file, field string) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, file))
 	if err != nil {
-		return 0, fmt.Errorf("reading the status of %d: %w", pid, err)
+		return 0, fmt.Errorf("reading the %s of %d: %w", file, pid, err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, field+":"); ok {
@@ -162,7 +165,7 @@ func procStatusMB(pid int, field string) (float64, error) {
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("no %s in /proc status", field)
+	return 0, fmt.Errorf("no %s in /proc/%d/%s", field, pid, file)
 }
 
 // Timings are P6.

@@ -86,7 +86,7 @@ func scaleRun(doc string, channels, changes int, idle, budget time.Duration, ppr
 	return 0
 }
 
-func mb(b int64) string { return fmt.Sprintf("%.0f MB", float64(b)/(1<<20)) }
+func mb(v float64) string { return fmt.Sprintf("%.0f MB", v) }
 
 func passIf(ok bool) string {
 	if ok {
@@ -105,7 +105,7 @@ func scaleSection(r bench.ScaleResult, idle bench.IdleResult, took time.Duration
 	fmt.Fprintf(&b, "| S1 | %d channels x %d subscribers created at once: time until all Ready | %s | all Ready | pass |\n",
 		r.Channels, r.Subscribers, r.ToReady.Round(100*time.Millisecond))
 	fmt.Fprintf(&b, "| S1 rss | manager VmRSS when all Ready / after the idle window / peak (VmHWM) | %s / %s / %s | <= 200 MB | %s |\n",
-		mb(r.RSSReady), mb(r.RSSIdle), mb(r.HWM), passIf(max(r.RSSReady, r.RSSIdle, r.HWM) <= 200<<20))
+		mb(r.RSSReady), mb(r.RSSIdle), mb(r.HWMMB), passIf(max(r.RSSReady, r.RSSIdle, r.HWMMB) <= 200))
 	fmt.Fprintf(&b, "| S1 idle | reconciles per channel in %s idle (controller_runtime_reconcile_total, all controllers) | %.2f (%d) | 0 | %s |\n",
 		r.Idle, perCh, r.Reconciles, passIf(r.Reconciles == 0))
 	fmt.Fprintf(&b, "| S1 churn | resourceVersion changes in the same window: channels / dispatcher Deployments | %d / %d | 0 | %s |\n",
