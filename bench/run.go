@@ -192,11 +192,12 @@ func (e *Env) RawPostRate(ch Channel, sink *Sink, n, senders int) (float64, erro
 	return rate(n, sink.Span()), nil
 }
 
-// post sends a record as a binary-mode CloudEvent: ce_ headers become Ce- headers.
-func post(client *http.Client, url string, m kafka.Message) error {
+// binaryRequest is a record as a binary-mode CloudEvent request, headers copied as they are:
+// ce_ headers become Ce- headers. It is all the POST baseline does per record.
+func binaryRequest(url string, m kafka.Message) (*http.Request, error) {
 	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(m.Value))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, h := range m.Headers {
 		switch {
@@ -205,6 +206,15 @@ func post(client *http.Client, url string, m kafka.Message) error {
 		case strings.HasPrefix(h.Key, "ce_"):
 			req.Header.Set("Ce-"+strings.TrimPrefix(h.Key, "ce_"), string(h.Value))
 		}
+	}
+	return req, nil
+}
+
+// post sends a record as a binary-mode CloudEvent (binaryRequest).
+func post(client *http.Client, url string, m kafka.Message) error {
+	req, err := binaryRequest(url, m)
+	if err != nil {
+		return err
 	}
 	resp, err := client.Do(req)
 	if err != nil {
