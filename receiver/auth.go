@@ -19,6 +19,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/internal/eventpolicy"
 	"github.com/kafkachannel/kafkachannel/internal/features"
+	"github.com/kafkachannel/kafkachannel/internal/kubecache"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
 )
@@ -161,11 +162,9 @@ func WatchPolicies(ctx context.Context, cfg *rest.Config) (*PolicyIndex, error) 
 	}); err != nil {
 		return nil, fmt.Errorf("watching EventPolicies: %w", err)
 	}
-	go func() { _ = c.Start(ctx) }()
-	syncCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
-	defer cancel()
-	if !c.WaitForCacheSync(syncCtx) {
-		return nil, errors.New("the EventPolicy cache did not sync: check the receiver's RBAC (get, list, watch eventpolicies.eventing.knative.dev)")
+	if err := kubecache.Start(ctx, c, SyncTimeout, "EventPolicy",
+		"the receiver's RBAC (get, list, watch eventpolicies.eventing.knative.dev)"); err != nil {
+		return nil, err
 	}
 	return idx, nil
 }

@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/kubecache"
 )
 
 // SyncTimeout bounds the wait for the first list of KafkaChannels.
@@ -36,19 +37,9 @@ func WatchChannels(ctx context.Context, cfg *rest.Config, idx *Index) (func() er
 	if err := idx.Watch(inf); err != nil {
 		return nil, err
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- c.Start(ctx) }()
-	// Without this bound a missing RBAC rule or CRD would leave the pod waiting forever, never
-	// ready and never saying why.
-	syncCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
-	defer cancel()
-	if !c.WaitForCacheSync(syncCtx) {
-		select {
-		case err := <-errc:
-			return nil, fmt.Errorf("starting the KafkaChannel cache: %w", err)
-		default:
-		}
-		return nil, errors.New("the KafkaChannel cache did not sync: check the receiver's RBAC (get, list, watch kafkachannels) and that the CRD is installed")
+	if err := kubecache.Start(ctx, c, SyncTimeout, "KafkaChannel",
+		"the receiver's RBAC (get, list, watch kafkachannels) and that the CRD is installed"); err != nil {
+		return nil, err
 	}
 	synced := func() error {
 		if !inf.HasSynced() {

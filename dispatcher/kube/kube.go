@@ -23,6 +23,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
+	"github.com/kafkachannel/kafkachannel/internal/kubecache"
 )
 
 // NewScheme is a scheme with the KafkaChannel types.
@@ -75,22 +76,9 @@ func Watch(ctx context.Context, cfg *rest.Config, scheme *runtime.Scheme, namesp
 	if err != nil {
 		return nil, fmt.Errorf("watching the KafkaChannel: %w", err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- c.Start(ctx) }()
-	syncCtx, cancel := context.WithTimeout(ctx, SyncTimeout)
-	defer cancel()
-	if !c.WaitForCacheSync(syncCtx) {
-		select {
-		case err := <-errc:
-			if err != nil {
-				return nil, fmt.Errorf("starting the KafkaChannel cache: %w", err)
-			}
-		default:
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("the KafkaChannel cache did not sync: %w", ctx.Err())
-		}
-		return nil, fmt.Errorf("the KafkaChannel cache did not sync within %s: check the dispatcher's RBAC (get, list, watch kafkachannels in %s) and that the CRD is installed", SyncTimeout, namespace)
+	if err := kubecache.Start(ctx, c, SyncTimeout, "KafkaChannel",
+		fmt.Sprintf("the dispatcher's RBAC (get, list, watch kafkachannels in %s) and that the CRD is installed", namespace)); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
