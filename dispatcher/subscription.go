@@ -14,6 +14,8 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/segmentio/kafka-go"
 	"k8s.io/apimachinery/pkg/util/wait"
+
+	"github.com/kafkachannel/kafkachannel/internal/replay"
 )
 
 // subscription is this process's member of one subscriber's consumer group.
@@ -207,7 +209,7 @@ func (s *subscription) startsOf(ctx context.Context, gs *genState, parts []int) 
 	topic := s.d.cfg.Topic
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	all, err := s.partitions(rctx)
+	all, err := replay.Partitions(rctx, s.d.client, topic)
 	if err != nil {
 		return nil, err
 	}
@@ -260,76 +262,36 @@ func (s *subscription) startsOf(ctx context.Context, gs *genState, parts []int) 
 
 // listOffsets returns the first (or the end) offset of each partition.
 func (s *subscription) listOffsets(ctx context.Context, parts []int, first bool) (map[int]int64, error) {
-	topic := s.d.cfg.Topic
-	reqs := make([]kafka.OffsetRequest, 0, len(parts))
-	for _, p := range parts {
-		if first {
-			reqs = append(reqs, kafka.FirstOffsetOf(p))
-		} else {
-			reqs = append(reqs, kafka.LastOffsetOf(p))
-		}
+	mk := kafka.LastOffsetOf
+	if first {
+		mk = kafka.FirstOffsetOf
 	}
-	res, err := s.d.client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	res, err := replay.List(ctx, s.d.client, s.d.cfg.Topic, parts, mk)
 	if err != nil {
-		return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
+		return nil, err
 	}
-	out := map[int]int64{}
-	for _, po := range res.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("listing offsets of %s/%d: %w", topic, po.Partition, po.Error)
-		}
-		out[po.Partition] = po.LastOffset
+	out := make(map[int]int64, len(res))
+	for p, po := range res {
+		out[p] = po.LastOffset
 		if first {
-			out[po.Partition] = po.FirstOffset
-		}
-	}
-	for _, p := range parts {
-		if _, ok := out[p]; !ok {
-			return nil, fmt.Errorf("no offset listed for %s/%d", topic, p)
+			out[p] = po.FirstOffset
 		}
 	}
 	return out, nil
 }
 
-// partitions lists the topic's partitions as the cluster knows them now.
-func (s *subscription) partitions(ctx context.Context) ([]int, error) {
-	topic := s.d.cfg.Topic
-	md, err := s.d.client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil {
-		return nil, fmt.Errorf("reading metadata of %s: %w", topic, err)
-	}
-	var parts []int
-	for _, t := range md.Topics {
-		if t.Name != topic {
-			continue
-		}
-		if t.Error != nil {
-			return nil, fmt.Errorf("topic %s: %w", topic, t.Error)
-		}
-		for _, p := range t.Partitions {
-			parts = append(parts, p.ID)
-		}
-	}
-	if len(parts) == 0 {
-		return nil, fmt.Errorf("topic %s has no partitions", topic)
-	}
-	return parts, nil
-}
-
-// committedOffsets returns the group's committed offset of each partition that has one.
+// committedOffsets returns the group's committed offset of each partition that has one. A
+// partition the broker answers with an error fails the call: taken for uncommitted, it would be
+// given a start and its real position overwritten.
 func (s *subscription) committedOffsets(ctx context.Context, parts []int) (map[int]int64, error) {
-	topic := s.d.cfg.Topic
-	of, err := s.d.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: s.group, Topics: map[string][]int{topic: parts}})
+	all, err := replay.Committed(ctx, s.d.client, s.group, s.d.cfg.Topic, parts)
 	if err != nil {
-		return nil, fmt.Errorf("fetching committed offsets of %s: %w", s.group, err)
-	}
-	if of.Error != nil {
-		return nil, fmt.Errorf("fetching committed offsets of %s: %w", s.group, of.Error)
+		return nil, err
 	}
 	out := map[int]int64{}
-	for _, p := range of.Topics[topic] {
-		if p.Error == nil && p.CommittedOffset >= 0 {
-			out[p.Partition] = p.CommittedOffset
+	for p, o := range all {
+		if o >= 0 {
+			out[p] = o
 		}
 	}
 	return out, nil
@@ -340,7 +302,7 @@ func (s *subscription) committedOffsets(ctx context.Context, parts []int) (map[i
 func (s *subscription) checkAllCommitted(ctx context.Context) error {
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	parts, err := s.partitions(rctx)
+	parts, err := replay.Partitions(rctx, s.d.client, s.d.cfg.Topic)
 	if err != nil {
 		return err
 	}

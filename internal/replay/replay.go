@@ -108,44 +108,41 @@ func Committed(ctx context.Context, c *kafka.Client, group, topic string, parts 
 	return out, nil
 }
 
+// List asks for one offset of each partition of topic (mk: kafka.FirstOffsetOf,
+// kafka.LastOffsetOf, or a time) and fails unless every partition is answered without error.
+func List(ctx context.Context, c *kafka.Client, topic string, parts []int, mk func(p int) kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
+	reqs := make([]kafka.OffsetRequest, 0, len(parts))
+	for _, p := range parts {
+		reqs = append(reqs, mk(p))
+	}
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
+	}
+	out := map[int]kafka.PartitionOffsets{}
+	for _, po := range res.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("listing offsets of %s/%d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = po
+	}
+	for _, p := range parts {
+		if _, ok := out[p]; !ok {
+			return nil, fmt.Errorf("listing offsets of %s: no answer for partition %d", topic, p)
+		}
+	}
+	return out, nil
+}
+
 // Resolve translates target into an offset per partition: the first record at or after
 // target.At (ListOffsets by timestamp; a time after every record gives the end of the log), or
 // the start or the end of each partition.
 func Resolve(ctx context.Context, c *kafka.Client, topic string, parts []int, target Target) (Offsets, error) {
 	list := func(mk func(p int) kafka.OffsetRequest) (map[int]kafka.PartitionOffsets, error) {
-		reqs := make([]kafka.OffsetRequest, 0, len(parts))
-		for _, p := range parts {
-			reqs = append(reqs, mk(p))
-		}
-		res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-		if err != nil {
-			return nil, fmt.Errorf("listing offsets of %s: %w", topic, err)
-		}
-		out := map[int]kafka.PartitionOffsets{}
-		for _, po := range res.Topics[topic] {
-			if po.Error != nil {
-				return nil, fmt.Errorf("listing offsets of %s/%d: %w", topic, po.Partition, po.Error)
-			}
-			out[po.Partition] = po
-		}
-		for _, p := range parts {
-			if _, ok := out[p]; !ok {
-				return nil, fmt.Errorf("listing offsets of %s: no answer for partition %d", topic, p)
-			}
-		}
-		return out, nil
-	}
-	ends, err := list(kafka.LastOffsetOf)
-	if err != nil {
-		return nil, err
+		return List(ctx, c, topic, parts, mk)
 	}
 	out := Offsets{}
-	switch {
-	case target.Latest:
-		for _, p := range parts {
-			out[p] = ends[p].LastOffset
-		}
-	case target.Earliest:
+	if target.Earliest {
 		starts, err := list(kafka.FirstOffsetOf)
 		if err != nil {
 			return nil, err
@@ -153,22 +150,33 @@ func Resolve(ctx context.Context, c *kafka.Client, topic string, parts []int, ta
 		for _, p := range parts {
 			out[p] = starts[p].FirstOffset
 		}
-	default:
-		at, err := list(func(p int) kafka.OffsetRequest { return kafka.TimeOffsetOf(p, target.At) })
-		if err != nil {
-			return nil, err
-		}
+		return out, nil
+	}
+	// The end of each log: the answer for latest, and the bound of a point in time.
+	ends, err := list(kafka.LastOffsetOf)
+	if err != nil {
+		return nil, err
+	}
+	if target.Latest {
 		for _, p := range parts {
-			// The answer holds one offset; -1 when no record is that recent.
-			o := int64(-1)
-			for off := range at[p].Offsets {
-				o = off
-			}
-			if o < 0 || o > ends[p].LastOffset {
-				o = ends[p].LastOffset
-			}
-			out[p] = o
+			out[p] = ends[p].LastOffset
 		}
+		return out, nil
+	}
+	at, err := list(func(p int) kafka.OffsetRequest { return kafka.TimeOffsetOf(p, target.At) })
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		// The answer holds one offset; -1 when no record is that recent.
+		o := int64(-1)
+		for off := range at[p].Offsets {
+			o = off
+		}
+		if o < 0 || o > ends[p].LastOffset {
+			o = ends[p].LastOffset
+		}
+		out[p] = o
 	}
 	return out, nil
 }
