@@ -36,9 +36,7 @@ type topicState struct {
 
 // topicAdmin talks to Kafka about one topic for one reconcile. It uses a Transport of its own:
 // kafka-go caches metadata per Transport, and a cached view would hide a topic created or deleted
-// a moment ago. The Transport asks for that topic's metadata only: by default kafka-go fetches
-// every topic of the cluster and lays out all their partitions, which at 300 channels was 45 MB
-// of the manager's heap while channels were created (make bench-scale, S1).
+// a moment ago. The Transport asks for that topic's metadata only (kafkaconn.Config.Transport).
 type topicAdmin struct {
 	conn      *kafkaconn.Config
 	transport *kafka.Transport
@@ -46,9 +44,8 @@ type topicAdmin struct {
 }
 
 func newTopicAdmin(conn *kafkaconn.Config, topic string) *topicAdmin {
-	t := conn.Transport()
+	t := conn.Transport(topic)
 	t.MetadataTTL = time.Second
-	t.MetadataTopics = []string{topic}
 	return &topicAdmin{
 		conn:      conn,
 		transport: t,

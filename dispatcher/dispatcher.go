@@ -76,10 +76,8 @@ type Config struct {
 	Brokers []string
 	// Dialer connects consumer groups and partition readers (TLS/SASL); nil: kafka.DefaultDialer.
 	Dialer *kafka.Dialer
-	// Transport serves the admin requests (offsets, metadata); nil: a kafka.Transport that
-	// asks for the metadata of Topic only. A Transport given here should set MetadataTopics
-	// too: without it kafka-go fetches and lays out every topic of the cluster, in every
-	// dispatcher, every MetadataTTL.
+	// Transport serves the admin requests (offsets, metadata) of Topic, so it should keep the
+	// metadata of Topic only (kafkaconn.Config.Transport(Topic)); nil: a plain one that does.
 	Transport kafka.RoundTripper
 	// Explain rewrites Kafka errors into messages a user can act on (kafkaconn.Config.Explain).
 	Explain func(error) error

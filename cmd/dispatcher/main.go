@@ -115,13 +115,10 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes clientset: %w", err)
 	}
-	// The admin requests concern the channel's topic only (dispatcher.Config.Transport).
-	transport := kc.Transport()
-	transport.MetadataTopics = []string{o.topic}
 	d, err := dispatcher.New(dispatcher.Config{
 		Brokers:          kc.Brokers,
 		Dialer:           kc.Dialer(),
-		Transport:        transport,
+		Transport:        kc.Transport(o.topic),
 		Explain:          kc.Explain,
 		ChannelNamespace: o.namespace,
 		ChannelName:      o.name,

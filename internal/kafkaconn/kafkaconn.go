@@ -275,14 +275,19 @@ func (c *Config) Dialer() *kafka.Dialer {
 	}
 }
 
-// Transport returns a kafka-go Transport for this connection (Writers and kafka.Client).
-func (c *Config) Transport() *kafka.Transport {
+// Transport returns a kafka-go Transport for this connection (Writers and kafka.Client). With
+// topics it keeps the metadata of those topics only: without, kafka-go fetches and lays out
+// every topic of the cluster on each refresh, which at hundreds of channels is most of a
+// component's heap (docs/benchmarks.md, S1). Only a Writer for every channel (the receiver)
+// needs them all.
+func (c *Config) Transport(topics ...string) *kafka.Transport {
 	return &kafka.Transport{
-		DialTimeout: DialTimeout,
-		TLS:         c.TLS,
-		SASL:        c.SASL,
-		IdleTimeout: 5 * time.Minute,
-		MetadataTTL: 30 * time.Second,
+		DialTimeout:    DialTimeout,
+		TLS:            c.TLS,
+		SASL:           c.SASL,
+		IdleTimeout:    5 * time.Minute,
+		MetadataTTL:    30 * time.Second,
+		MetadataTopics: topics,
 	}
 }
 
