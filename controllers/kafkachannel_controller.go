@@ -141,9 +141,15 @@ func (r *KafkaChannelReconciler) retryInterval() time.Duration {
 // kafkaConfig reads and parses the Kafka Secret. The first return is a condition reason when
 // the Secret is missing or invalid.
 func (r *KafkaChannelReconciler) kafkaConfig(ctx context.Context) (*kafkaconn.Config, string, error) {
+	return readKafkaConfig(ctx, r.Client, r.Config)
+}
+
+// readKafkaConfig reads and parses the Kafka Secret of cfg; the string is a condition reason
+// when it cannot be used.
+func readKafkaConfig(ctx context.Context, c client.Reader, cfg Config) (*kafkaconn.Config, string, error) {
 	secret := &corev1.Secret{}
-	key := types.NamespacedName{Namespace: r.Config.OperatorNamespace, Name: r.Config.SecretName}
-	if err := r.Get(ctx, key, secret); err != nil {
+	key := types.NamespacedName{Namespace: cfg.OperatorNamespace, Name: cfg.SecretName}
+	if err := c.Get(ctx, key, secret); err != nil {
 		if apierrors.IsNotFound(err) {
 			return nil, "KafkaSecretNotFound", fmt.Errorf("the Kafka Secret %s does not exist", key)
 		}

@@ -155,7 +155,7 @@ func (r *ResetOffsetReconciler) step(ctx context.Context, s *roScope) (bool, err
 		return false, nil
 	}
 	// The same Secret, read the same way, as the KafkaChannel reconciler.
-	conn, _, err := (&KafkaChannelReconciler{Client: r.Client, Config: r.Config}).kafkaConfig(ctx)
+	conn, _, err := readKafkaConfig(ctx, r.Client, r.Config)
 	if err != nil {
 		r.fail(s, reasonKafkaConfig, "%v", err)
 		return false, nil

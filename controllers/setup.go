@@ -2,7 +2,9 @@ package controllers
 
 import (
 	"context"
+	"maps"
 	"slices"
+	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
+	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 )
@@ -55,7 +58,7 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Dispatchers write status.subscribers often; those writes need no reconcile.
 		For(&v1beta1.KafkaChannel{}, builder.WithPredicates(predicate.Or(
 			predicate.GenerationChangedPredicate{}, predicate.LabelChangedPredicate{},
-			predicate.AnnotationChangedPredicate{}, deletionStarted{}))).
+			annotationsChanged{}, deletionStarted{}))).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(r.mapManaged)).
 		Watches(&corev1.Service{}, handler.EnqueueRequestsFromMapFunc(r.mapManaged)).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
@@ -63,6 +66,26 @@ func (r *KafkaChannelReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&corev1.ConfigMap{}, handler.EnqueueRequestsFromMapFunc(r.allChannels),
 			builder.WithPredicates(inOperatorNS(DataPlaneConfigMaps...)))
 	return r.watchPolicies(mgr, b).Complete(r)
+}
+
+// annotationsChanged is predicate.AnnotationChangedPredicate without the ResetOffset pause
+// annotations, which only dispatchers read (they watch their channel themselves): setting and
+// lifting one would otherwise reconcile the whole channel, topic round trips included, twice
+// per reset.
+type annotationsChanged struct{ predicate.Funcs }
+
+func (annotationsChanged) Update(e event.UpdateEvent) bool {
+	return !maps.Equal(withoutPause(e.ObjectOld.GetAnnotations()), withoutPause(e.ObjectNew.GetAnnotations()))
+}
+
+func withoutPause(a map[string]string) map[string]string {
+	out := make(map[string]string, len(a))
+	for k, v := range a {
+		if !strings.HasPrefix(k, v1alpha1.PauseAnnotationPrefix) {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // deletionStarted lets through the update that sets deletionTimestamp.
