@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -61,7 +60,7 @@ type ScaleResult struct {
 	ReconcilesByController map[string]int
 	// Latencies are S3's: a channel's numPartitions grows -> its dispatcher Deployment's
 	// spec.replicas follows, as seen by a watch; sorted.
-	Latencies []time.Duration
+	Latencies Latencies
 }
 
 // scaleNamespace holds the channels of the run.
@@ -96,7 +95,8 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 
 	// S1: every channel at once, from a few clients as a GitOps apply would.
 	start := time.Now()
-	if err := eachParallel(16, names, func(name string) error {
+	if _, err := parallel(len(names), 16, func(i int) error {
+		name := names[i]
 		var subs []v1beta1.SubscriberSpec
 		for j := range o.Subscribers {
 			subs = append(subs, Subscriber(fmt.Sprintf("%s-sub-%d", name, j), fmt.Sprintf("http://127.0.0.1:9/%s/%d", name, j)))
@@ -123,6 +123,11 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// Creating the channels reconciled each at least once: none counted means the counter is
+	// not being read, and "0 while idle" would prove nothing.
+	if before["kafkachannel"] < o.Channels {
+		return res, fmt.Errorf("read %d kafkachannel reconciles after creating %d channels from %s: the reconcile counter is not being read", before["kafkachannel"], o.Channels, s.ManagerMetricsURL())
+	}
 	wctx, cancel := context.WithTimeout(ctx, o.Idle)
 	chWrites, depWrites := make(chan int, 1), make(chan int, 1)
 	go func() { chWrites <- countModified(wctx, s, &v1beta1.KafkaChannelList{}, scaleNamespace) }()
@@ -146,14 +151,15 @@ func Scale(ctx context.Context, o ScaleOptions) (ScaleResult, error) {
 	}
 
 	// S3: grow one channel at a time and time its Deployment's update.
+	var lat []time.Duration
 	for i := 0; i < o.Changes && i < len(names); i++ {
 		d, err := timeChange(ctx, s, names[i], o.Budget)
 		if err != nil {
 			return res, err
 		}
-		res.Latencies = append(res.Latencies, d)
+		lat = append(lat, d)
 	}
-	slices.Sort(res.Latencies)
+	res.Latencies = percentiles(lat)
 	if res.HWMMB, err = procStatusMB(pid, "VmHWM"); err != nil {
 		return res, err
 	}
@@ -165,31 +171,6 @@ func pprofArgs(addr string) []string {
 		return nil
 	}
 	return []string{"--pprof-bind-address=" + addr}
-}
-
-// eachParallel runs f over items with n workers and returns the first error.
-func eachParallel(n int, items []string, f func(string) error) error {
-	work := make(chan string)
-	errs := make(chan error, len(items))
-	var wg sync.WaitGroup
-	for range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for it := range work {
-				if err := f(it); err != nil {
-					errs <- err
-				}
-			}
-		}()
-	}
-	for _, it := range items {
-		work <- it
-	}
-	close(work)
-	wg.Wait()
-	close(errs)
-	return <-errs
 }
 
 func channelReady(ch *v1beta1.KafkaChannel) bool {
@@ -352,15 +333,6 @@ func reconcileTotals(url string) (map[string]int, error) {
 	return out, nil
 }
 
-// Percentile of sorted durations, nearest rank.
-func Percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(p/100*float64(len(sorted))+0.999999) - 1
-	return sorted[max(0, min(i, len(sorted)-1))]
-}
-
 // RealIdleOptions size S2 measured on the real `dispatcher` binary in the local stack.
 type RealIdleOptions struct {
 	Dir, BinDir string
@@ -416,52 +388,22 @@ func RealIdle(ctx context.Context, o RealIdleOptions) (IdleResult, error) {
 	res.Requests, res.Counted = counts(), true
 
 	_, port, _ := net.SplitHostPort(s.Brokers[0])
-	n := 0
 	for _, p := range s.Node.Pods() {
 		if !slices.Contains(deps, p.Deployment) || p.PID == 0 {
 			continue
-		}
-		n++
-		rss, err := procStatusMB(p.PID, "VmRSS")
-		if err != nil {
-			return res, err
-		}
-		anon, err := procStatusMB(p.PID, "RssAnon")
-		if err != nil {
-			return res, err
-		}
-		file, err := procStatusMB(p.PID, "RssFile")
-		if err != nil {
-			return res, err
-		}
-		pss, err := procFileMB(p.PID, "smaps_rollup", "Pss")
-		if err != nil {
-			return res, err
 		}
 		g, err := gauge(fmt.Sprintf("http://127.0.0.1:%d/metrics", p.Ports[observability.MetricsPort]), "go_goroutines")
 		if err != nil {
 			return res, fmt.Errorf("dispatcher %s: %w", p.Name, err)
 		}
-		conns, err := tcpConnsTo(p.PID, port)
-		if err != nil {
+		if err := res.sample(p.PID, port, g); err != nil {
 			return res, err
 		}
-		res.RSSMB += rss
-		res.AnonMB += anon
-		res.FileMB += file
-		res.PSSMB += pss
-		res.MaxRSSMB = max(res.MaxRSSMB, rss)
-		res.Goroutines += g
-		res.MaxGorout = max(res.MaxGorout, g)
-		res.KafkaConns += float64(conns)
-		res.MaxConns = max(res.MaxConns, float64(conns))
 	}
-	if n != o.Channels {
-		return res, fmt.Errorf("found %d running dispatcher processes for %d channels", n, o.Channels)
+	if res.n != o.Channels {
+		return res, fmt.Errorf("found %d running dispatcher processes for %d channels", res.n, o.Channels)
 	}
-	f := float64(n)
-	res.RSSMB, res.AnonMB, res.FileMB, res.PSSMB = res.RSSMB/f, res.AnonMB/f, res.FileMB/f, res.PSSMB/f
-	res.Goroutines, res.KafkaConns = res.Goroutines/f, res.KafkaConns/f
+	res.average()
 	return res, nil
 }
 

@@ -108,7 +108,7 @@ type IdleResult struct {
 	// AnonMB and FileMB split RSSMB (mean): the heap and stacks, and the mapped binary.
 	AnonMB, FileMB float64
 	// PSSMB is the mean proportional set size: shared pages (the binary, mapped by every
-	// process of the sample) divided among their sharers. Only RealIdle measures it.
+	// process of the sample) divided among their sharers.
 	PSSMB                 float64
 	Goroutines, MaxGorout float64
 	KafkaConns, MaxConns  float64
@@ -118,6 +118,7 @@ type IdleResult struct {
 	Requests map[string]int
 	// Counted is false against an external Kafka, whose requests the bench cannot see.
 	Counted bool
+	n       int // processes sampled
 }
 
 // FetchPerPartitionSec is the idle fetch rate of one partition of one subscriber.
@@ -132,6 +133,49 @@ func (r IdleResult) PerChannelSec() float64 {
 		t += n
 	}
 	return float64(t) / r.Window.Seconds() / float64(r.Channels)
+}
+
+// sample adds one idle process to the sums: its memory from /proc, its established
+// connections to the broker's port, and its goroutines as it reported them.
+func (r *IdleResult) sample(pid int, brokerPort string, goroutines float64) error {
+	rss, err := procStatusMB(pid, "VmRSS")
+	if err != nil {
+		return err
+	}
+	anon, err := procStatusMB(pid, "RssAnon")
+	if err != nil {
+		return err
+	}
+	file, err := procStatusMB(pid, "RssFile")
+	if err != nil {
+		return err
+	}
+	pss, err := procFileMB(pid, "smaps_rollup", "Pss")
+	if err != nil {
+		return err
+	}
+	conns, err := tcpConnsTo(pid, brokerPort)
+	if err != nil {
+		return err
+	}
+	r.n++
+	r.RSSMB, r.AnonMB, r.FileMB, r.PSSMB = r.RSSMB+rss, r.AnonMB+anon, r.FileMB+file, r.PSSMB+pss
+	r.MaxRSSMB = max(r.MaxRSSMB, rss)
+	r.Goroutines += goroutines
+	r.MaxGorout = max(r.MaxGorout, goroutines)
+	r.KafkaConns += float64(conns)
+	r.MaxConns = max(r.MaxConns, float64(conns))
+	return nil
+}
+
+// average turns the sums of sample into means.
+func (r *IdleResult) average() {
+	if r.n == 0 {
+		return
+	}
+	f := float64(r.n)
+	r.RSSMB, r.AnonMB, r.FileMB, r.PSSMB = r.RSSMB/f, r.AnonMB/f, r.FileMB/f, r.PSSMB/f
+	r.Goroutines, r.KafkaConns = r.Goroutines/f, r.KafkaConns/f
 }
 
 // countRequests counts every request the embedded Kafka handles, by API key, from reset on.
@@ -224,10 +268,6 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		port = p
 	}
 	for i, k := range kids {
-		mb, err := vmRSS(k.cmd.Process.Pid)
-		if err != nil {
-			return res, err
-		}
 		if _, err := io.WriteString(k.stdin, "goroutines\n"); err != nil {
 			return res, fmt.Errorf("asking dispatcher process %d for its goroutines: %w", i, err)
 		}
@@ -239,28 +279,11 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		if err != nil {
 			return res, fmt.Errorf("dispatcher process %d answered %q", i, line)
 		}
-		conns, err := tcpConnsTo(k.cmd.Process.Pid, port)
-		if err != nil {
+		if err := res.sample(k.cmd.Process.Pid, port, float64(g)); err != nil {
 			return res, err
 		}
-		anon, err := procStatusMB(k.cmd.Process.Pid, "RssAnon")
-		if err != nil {
-			return res, err
-		}
-		file, err := procStatusMB(k.cmd.Process.Pid, "RssFile")
-		if err != nil {
-			return res, err
-		}
-		n := float64(len(kids))
-		res.AnonMB += anon / n
-		res.FileMB += file / n
-		res.RSSMB += mb / n
-		res.MaxRSSMB = max(res.MaxRSSMB, mb)
-		res.Goroutines += float64(g) / n
-		res.MaxGorout = max(res.MaxGorout, float64(g))
-		res.KafkaConns += float64(conns) / n
-		res.MaxConns = max(res.MaxConns, float64(conns))
 	}
+	res.average()
 	return res, nil
 }
 

@@ -111,8 +111,7 @@ func scaleSection(r bench.ScaleResult, idle bench.IdleResult, took time.Duration
 	fmt.Fprintf(&b, "| S1 churn | resourceVersion changes in the same window: channels / dispatcher Deployments | %d / %d | 0 | %s |\n",
 		r.ChannelWrites, r.DeploymentWrites, passIf(r.ChannelWrites == 0 && r.DeploymentWrites == 0))
 	fmt.Fprintf(&b, "| S3 | at %d channels, numPartitions 1 -> 2: until the dispatcher Deployment's spec.replicas follows (%d changes, one at a time) | p50 %s ms, p99 %s ms, max %s ms | p99 reported | pass |\n",
-		r.Channels, len(r.Latencies), ms(bench.Percentile(r.Latencies, 50)), ms(bench.Percentile(r.Latencies, 99)),
-		ms(bench.Percentile(r.Latencies, 100)))
+		r.Channels, r.Latencies.N, ms(r.Latencies.P50), ms(r.Latencies.P99), ms(r.Latencies.Max))
 	what := fmt.Sprintf("idle `dispatcher` binary in the local stack, real processes (%d channels x 1 subscriber x %d partitions)", idle.Channels, idle.Partitions)
 	fmt.Fprintf(&b, "| S2 real rss | %s: VmRSS mean (max), anonymous / file-backed; PSS (the shared binary divided among the sample) | %.1f MB (%.1f), %.1f / %.1f MB; PSS %.1f MB | <= 25 MB (RSS) | %s |\n",
 		what, idle.RSSMB, idle.MaxRSSMB, idle.AnonMB, idle.FileMB, idle.PSSMB, passIf(idle.MaxRSSMB <= 25))

@@ -510,7 +510,9 @@ func (s *Stack) startManager(ctx context.Context) error {
 	}
 	args := []string{
 		"--leader-elect=false",
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics),
+		// Plain http on localhost: ManagerMetricsURL is read without a token (the default,
+		// --metrics-secure, serves https to authorized callers only).
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metrics), "--metrics-secure=false",
 		fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", health),
 	}
 	args = append(args, s.Opts.ManagerArgs...)
