@@ -86,11 +86,12 @@ func (ca *CA) Issue(hosts ...string) (certPEM, keyPEM []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("signing a certificate for %v: %w", hosts, err)
 	}
-	kder, err := x509.MarshalECPrivateKey(key)
+	// PKCS #8: what tls.X509KeyPair reads, and the only form Kafka's PEM key store accepts.
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
 		return nil, nil, fmt.Errorf("encoding a certificate key: %w", err)
 	}
-	return pemBlock("CERTIFICATE", der), pemBlock("EC PRIVATE KEY", kder), nil
+	return pemBlock("CERTIFICATE", der), pemBlock("PRIVATE KEY", kder), nil
 }
 
 func serial() *big.Int {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -77,39 +75,19 @@ func TestApacheKafkaSASLSSL(t *testing.T) {
 	}
 	waitSubscribers(t, s, "uid-secure")
 	url := fmt.Sprintf("%s/%s/%s", s.ReceiverURL, chNS, chName)
-	var ids []string
-	var evs []sent
-	for i := range 50 {
-		e := makeEvent("sasl-ssl", i)
-		if err := sendEvent(ctx, url, e); err != nil {
-			t.Fatal(err)
-		}
-		ids, evs = append(ids, e.id), append(evs, e)
-	}
+	ids, evs := sendBatch(t, url, "sasl-ssl", 50)
 	r.waitAll(t, ids, time.Minute)
 	checkUnaltered(t, r, evs)
 	t.Logf("50 events through receiver, Kafka %s over SASL_SSL (SCRAM-SHA-512) and dispatcher", version)
 }
 
 // brokerIdentity issues the broker's certificate for 127.0.0.1 and returns its chain (leaf,
-// then CA) and its key as PKCS #8, the PEM forms Kafka's PEM key store reads.
+// then CA) and its key, the PEM forms Kafka's PEM key store reads.
 func brokerIdentity(t *testing.T, ca *certs.CA) (chain, key []byte) {
 	t.Helper()
 	certPEM, keyPEM, err := ca.Issue("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := pem.Decode(keyPEM)
-	if b == nil {
-		t.Fatal("the issued key is not PEM")
-	}
-	ec, err := x509.ParseECPrivateKey(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	der, err := x509.MarshalPKCS8PrivateKey(ec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(certPEM, ca.CertPEM...), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	return append(certPEM, ca.CertPEM...), keyPEM
 }
