@@ -223,9 +223,6 @@ func (c *Cluster) listeners(port func(*node) int) []string {
 // BootstrapServers joins Brokers with commas, as KAFKA_BOOTSTRAP_SERVERS holds them.
 func (c *Cluster) BootstrapServers() string { return strings.Join(c.Brokers(), ",") }
 
-// LogFile is node i's (0-based) server log.
-func (c *Cluster) LogFile(i int) string { return filepath.Join(c.nodes[i].dir, "server.log") }
-
 // PID is node i's JVM, 0 when it is not running.
 func (c *Cluster) PID(i int) int {
 	n := c.nodes[i]

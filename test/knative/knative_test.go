@@ -35,6 +35,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/certs"
 	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
@@ -59,16 +60,7 @@ func knativeBuild(t *testing.T) (controller, source string) {
 	if version == "" {
 		version = defaultVersion
 	}
-	cache := os.Getenv("CACHE_DIR")
-	if cache == "" {
-		base := os.Getenv("XDG_CACHE_HOME")
-		if base == "" {
-			home, _ := os.UserHomeDir()
-			base = filepath.Join(home, ".cache")
-		}
-		cache = filepath.Join(base, "kafkachannel")
-	}
-	dir := filepath.Join(cache, "knative", version)
+	dir := filepath.Join(apachekafka.CacheDir(), "knative", version)
 	controller = filepath.Join(dir, "controller")
 	if _, err := os.Stat(controller); err != nil {
 		t.Skipf("Knative Eventing's controller %s is not built: run `make knative` (hack/build-knative.sh)", controller)
