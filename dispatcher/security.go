@@ -4,21 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-
-	"github.com/kafkachannel/kafkachannel/internal/features"
 )
 
 // TokenSource hands out service-account tokens for an audience (oidc.TokenProvider, which asks
 // the TokenRequest API and caches).
 type TokenSource interface {
 	Token(ctx context.Context, namespace, serviceAccount, audience string) (string, error)
-}
-
-func (d *Dispatcher) features() features.Flags {
-	if d.cfg.Features == nil {
-		return features.Default()
-	}
-	return d.cfg.Features.Get()
 }
 
 // secureRequest secures one delivery request: strict transport encryption (config-features,
@@ -33,7 +24,7 @@ func (d *Dispatcher) features() features.Flags {
 // mounted copy lagged (kubelet refreshes it up to a minute or more later), while the
 // Subscription already showed Ready (test/knative, docs/knative-compatibility.md).
 func (s *subscription) secureRequest(ctx context.Context, dst destination, req *http.Request) error {
-	f := s.d.features()
+	f := s.d.cfg.Features.Get()
 	if !f.HTTPAllowed() && req.URL.Scheme != "https" {
 		return fmt.Errorf("not delivering to %s %s over plain http: transport-encryption is strict (give the %s an https address)", dst.kind, dst.uri, dst.kind)
 	}

@@ -187,7 +187,7 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 		return rej.code, rej.reason
 	}
 	*channel = ch.Key()
-	f := r.features()
+	f := r.cfg.Features.Get()
 	if req.TLS == nil && !f.HTTPAllowed() {
 		return http.StatusForbidden, fmt.Sprintf("channel %s accepts events over https only (transport-encryption is strict): send to its https address in status.address", ch.Key())
 	}
@@ -259,13 +259,6 @@ func (r *Receiver) produce(ctx context.Context, ch Channel, e *event.Event) (int
 		return code, reason
 	}
 	return http.StatusAccepted, ""
-}
-
-func (r *Receiver) features() features.Flags {
-	if r.cfg.Features == nil {
-		return features.Default()
-	}
-	return r.cfg.Features.Get()
 }
 
 // Start listens on addr (":8080", "127.0.0.1:0") and serves in the background; it returns once

@@ -107,10 +107,6 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	}
 
 	// config-features applies live: strict transport encryption and OIDC tokens per delivery.
-	configDir := os.Getenv(observability.ConfigDirEnv)
-	if configDir == "" {
-		configDir = observability.DefaultConfigDir
-	}
 	clientset, err := kubernetes.NewForConfig(restCfg)
 	if err != nil {
 		return fmt.Errorf("creating the Kubernetes clientset: %w", err)
@@ -129,7 +125,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		CommitInterval:   o.commitInterval,
 		DrainTimeout:     o.drainTimeout,
 		SessionTimeout:   o.sessionTimeout,
-		Features:         features.Watch(ctx, configDir, 0, log),
+		Features:         features.Watch(ctx, obs.ConfigDir(), 0, log),
 		Tokens:           &oidc.TokenProvider{Client: clientset},
 	})
 	if err != nil {

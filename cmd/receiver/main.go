@@ -113,11 +113,7 @@ func run(o options) error {
 	case err != nil:
 		return err
 	}
-	configDir := os.Getenv(observability.ConfigDirEnv)
-	if configDir == "" {
-		configDir = observability.DefaultConfigDir
-	}
-	feats := features.Watch(ctx, configDir, 0, log)
+	feats := features.Watch(ctx, obs.ConfigDir(), 0, log)
 	rcv, err := receiver.New(receiver.Config{
 		Channels:       idx,
 		Writer:         writer,

@@ -118,8 +118,13 @@ func NewLive(f Flags) *Live {
 	return l
 }
 
-// Get returns the current flags.
-func (l *Live) Get() Flags { return *l.v.Load() }
+// Get returns the current flags; a nil Live (a component given none) has Knative's defaults.
+func (l *Live) Get() Flags {
+	if l == nil {
+		return Default()
+	}
+	return *l.v.Load()
+}
 
 // Set replaces the flags.
 func (l *Live) Set(f Flags) { l.v.Store(&f) }

@@ -85,6 +85,11 @@ type Observability struct {
 // ConfigMap is logged and its defaults used (or, later, the previous valid settings kept): a
 // typo must not stop the data plane. Errors are for what the component cannot run without,
 // such as a port already in use.
+// ConfigDir is where this component's config-* ConfigMaps are mounted (Options.ConfigDir,
+// else CONFIG_DIR, else DefaultConfigDir); other watchers of the same files (features) read
+// them there.
+func (o *Observability) ConfigDir() string { return o.opts.ConfigDir }
+
 func Start(ctx context.Context, opts Options) (*Observability, error) {
 	if opts.Component == "" {
 		return nil, errors.New("observability: Options.Component is required")
