@@ -52,8 +52,9 @@ type KafkaChannelReconciler struct {
 	// RetryInterval overrides DefaultRetryInterval.
 	RetryInterval time.Duration
 
-	// watchingPolicies is set when EventPolicies are watched (their API was there at start).
-	watchingPolicies bool
+	// policyCache reads EventPolicies from the informer that watches them; nil when they are
+	// not watched (their API was not there at start) and must be listed from the API server.
+	policyCache client.Reader
 }
 
 // scope is one reconcile's working state: steps record their outcome here, and status is

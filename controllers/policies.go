@@ -30,9 +30,11 @@ func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope
 	}
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(eventpolicy.GVK.GroupVersion().WithKind(eventpolicy.GVK.Kind + "List"))
-	reader := r.APIReader
+	// Watched policies are read from their informer: a Secret or ConfigMap change reconciles
+	// every channel, which would otherwise be a LIST per channel.
+	reader := r.policyCache
 	if reader == nil {
-		reader = r.Client
+		reader = r.reader()
 	}
 	if err := reader.List(ctx, list, client.InNamespace(ch.Namespace)); err != nil {
 		if meta.IsNoMatchError(err) {
@@ -54,7 +56,7 @@ func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Name < refs[j].Name })
 	ch.Status.Policies = refs
-	if !r.watchingPolicies {
+	if r.policyCache == nil {
 		// The API appeared after the manager started, so nothing tells it about changes:
 		// look again on the retry interval until a restart sets up the watch.
 		s.retry = true
@@ -71,7 +73,7 @@ func (r *KafkaChannelReconciler) watchPolicies(mgr ctrl.Manager, b *ctrl.Builder
 	}
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(eventpolicy.GVK)
-	r.watchingPolicies = true
+	r.policyCache = mgr.GetCache()
 	return b.Watches(u, handler.EnqueueRequestsFromMapFunc(r.channelsIn))
 }
 
