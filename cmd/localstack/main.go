@@ -44,6 +44,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 type config struct {
@@ -522,12 +523,12 @@ func podSummary(s *localstack.Stack) string {
 	for _, p := range s.Node.Pods() {
 		fmt.Fprintf(&b, "    %s pid=%d ready=%v restarts=%d %s\n", p.Name, p.PID, p.Ready, p.Restarts, p.Failure)
 		if p.PID == 0 || !p.Ready {
-			for _, l := range strings.Split(localstack.Tail(p.LogFile, 8), "\n") {
+			for _, l := range strings.Split(proc.Tail(p.LogFile, 8), "\n") {
 				fmt.Fprintf(&b, "      | %s\n", l)
 			}
 		}
 	}
-	fmt.Fprintf(&b, "  manager log ends with:\n%s", indent(localstack.Tail(s.ManagerLog(), 10)))
+	fmt.Fprintf(&b, "  manager log ends with:\n%s", indent(proc.Tail(s.ManagerLog(), 10)))
 	return b.String()
 }
 

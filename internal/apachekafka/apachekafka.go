@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 // ClusterID is the fixed KRaft cluster id every cluster is formatted with (22 characters of
@@ -127,24 +128,24 @@ func Start(ctx context.Context, o Options) (c *Cluster, err error) {
 	c = &Cluster{opts: o}
 	for i := 0; i < o.Brokers; i++ {
 		n := &node{id: i + 1, dir: filepath.Join(o.Dir, fmt.Sprintf("node-%d", i+1))}
-		if n.port, err = freePort(); err != nil {
+		if n.port, err = proc.FreePort(); err != nil {
 			return nil, err
 		}
-		if n.ctrlPort, err = freePort(); err != nil {
+		if n.ctrlPort, err = proc.FreePort(); err != nil {
 			return nil, err
 		}
 		if o.Security.sasl() {
-			if n.saslPort, err = freePort(); err != nil {
+			if n.saslPort, err = proc.FreePort(); err != nil {
 				return nil, err
 			}
 		}
 		if o.Security.tls() {
-			if n.tlsPort, err = freePort(); err != nil {
+			if n.tlsPort, err = proc.FreePort(); err != nil {
 				return nil, err
 			}
 		}
 		if o.Security.sasl() && o.Security.tls() {
-			if n.saslSSLPort, err = freePort(); err != nil {
+			if n.saslSSLPort, err = proc.FreePort(); err != nil {
 				return nil, err
 			}
 		}
@@ -462,7 +463,7 @@ func (c *Cluster) format(ctx context.Context, n *node) error {
 		}
 	}
 	cmd := exec.CommandContext(ctx, "java", args...)
-	cmd.SysProcAttr = processAttrs()
+	cmd.SysProcAttr = proc.Attrs()
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("formatting node %d's storage (kafka-storage format): %w\n%s", n.id, err, out)
@@ -478,7 +479,7 @@ func (c *Cluster) startNode(n *node) error {
 	class, _ := MainClass(c.opts.Version, "kafka-server")
 	args := append(c.javaArgs("server", c.opts.Heap), "-Dkafka.logs.dir="+n.dir, class, filepath.Join(n.dir, "server.properties"))
 	cmd := exec.Command("java", args...)
-	cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = f, f, processAttrs()
+	cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = f, f, proc.Attrs()
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if err := cmd.Start(); err != nil {
@@ -530,7 +531,7 @@ func (c *Cluster) exitedEarly() error {
 		n.mu.Unlock()
 		if dead {
 			return fmt.Errorf("node %d of Apache Kafka exited (%v); %s ends with:\n%s", n.id, err,
-				filepath.Join(n.dir, "server.log"), Tail(filepath.Join(n.dir, "server.log"), 30))
+				filepath.Join(n.dir, "server.log"), proc.Tail(filepath.Join(n.dir, "server.log"), 30))
 		}
 	}
 	return nil
@@ -539,7 +540,7 @@ func (c *Cluster) exitedEarly() error {
 func (c *Cluster) tails(lines int) string {
 	var b strings.Builder
 	for _, n := range c.nodes {
-		fmt.Fprintf(&b, "--- node %d (%s)\n%s\n", n.id, filepath.Join(n.dir, "server.log"), Tail(filepath.Join(n.dir, "server.log"), lines))
+		fmt.Fprintf(&b, "--- node %d (%s)\n%s\n", n.id, filepath.Join(n.dir, "server.log"), proc.Tail(filepath.Join(n.dir, "server.log"), lines))
 	}
 	return b.String()
 }
@@ -707,7 +708,7 @@ func (c *Cluster) Command(ctx context.Context, name string, args ...string) (*ex
 		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, "java", append(append(c.javaArgs("tools", "256m"), class), args...)...)
-	cmd.SysProcAttr = processAttrs()
+	cmd.SysProcAttr = proc.Attrs()
 	return cmd, nil
 }
 
@@ -725,26 +726,4 @@ func (c *Cluster) Tool(ctx context.Context, name string, args ...string) (string
 		return string(out), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, stderr.String())
 	}
 	return string(out), nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// Tail returns the last n lines of a file (a process's log), for error messages.
-func Tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

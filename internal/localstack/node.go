@@ -30,6 +30,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kafkachannel/kafkachannel/internal/naming"
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 // NodeName is what spec.nodeName reads as for local pods.
@@ -417,7 +418,7 @@ func (n *Node) newPod(d *appsv1.Deployment, hash string) (*pod, error) {
 	}
 	for _, c := range p.template.Spec.Containers {
 		for _, cp := range c.Ports {
-			hp, err := freePort()
+			hp, err := proc.FreePort()
 			if err != nil {
 				return nil, err
 			}

@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 // Restart backoff of a crashed container: kubelet starts at 10 s and caps at 5 min; locally a
@@ -161,16 +162,6 @@ func newUID() string {
 	return h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:]
 }
 
-// freePort asks the kernel for an unused TCP port on 127.0.0.1.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // runFake stands in for run when the pod is faked: Ready at once, with no process, until
 // stopped.
 func (p *pod) runFake(ctx context.Context) {
@@ -266,7 +257,7 @@ func (p *pod) runOnce(ctx context.Context) error {
 		cmd.Dir = rewritePath(c.WorkingDir, mounts, root, false)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = processAttrs()
+	cmd.SysProcAttr = proc.Attrs()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", argv[0], err)
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 // Defaults of the stack.
@@ -500,11 +501,11 @@ func (s *Stack) ManagerEnv() []string {
 }
 
 func (s *Stack) startManager(ctx context.Context) error {
-	metrics, err := freePort()
+	metrics, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
-	health, err := freePort()
+	health, err := proc.FreePort()
 	if err != nil {
 		return err
 	}
@@ -544,7 +545,7 @@ func (s *Stack) startManager(ctx context.Context) error {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	return fmt.Errorf("the manager did not become ready (%s); its log %s ends with:\n%s", url, logFile, Tail(logFile, 20))
+	return fmt.Errorf("the manager did not become ready (%s); its log %s ends with:\n%s", url, logFile, proc.Tail(logFile, 20))
 }
 
 // RestartManager stops the manager and starts it again with env added to its environment, the
@@ -649,9 +650,6 @@ func (s *Stack) Stop() {
 	}
 }
 
-// Tail returns the last n lines of a file, for error messages.
-func Tail(path string, n int) string { return apachekafka.Tail(path, n) }
-
 // supervised is a process the stack restarts when it exits (the manager).
 type supervised struct {
 	name    string
@@ -679,7 +677,7 @@ func (p *supervised) start() {
 				return
 			}
 			cmd := exec.Command(p.argv[0], p.argv[1:]...)
-			cmd.Env, cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = p.env, f, f, processAttrs()
+			cmd.Env, cmd.Stdout, cmd.Stderr, cmd.SysProcAttr = p.env, f, f, proc.Attrs()
 			p.mu.Lock()
 			if p.stopping {
 				p.mu.Unlock()

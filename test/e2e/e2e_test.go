@@ -34,6 +34,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
@@ -94,9 +95,9 @@ func startStackOn(t *testing.T, apache *apachekafka.Options, env map[string]stri
 }
 
 func dumpLogs(t *testing.T, s *localstack.Stack) {
-	t.Logf("manager log:\n%s", localstack.Tail(s.ManagerLog(), 40))
+	t.Logf("manager log:\n%s", proc.Tail(s.ManagerLog(), 40))
 	for _, p := range s.Node.Pods() {
-		t.Logf("pod %s pid=%d ready=%v restarts=%d failure=%q log:\n%s", p.Name, p.PID, p.Ready, p.Restarts, p.Failure, localstack.Tail(p.LogFile, 30))
+		t.Logf("pod %s pid=%d ready=%v restarts=%d failure=%q log:\n%s", p.Name, p.PID, p.Ready, p.Restarts, p.Failure, proc.Tail(p.LogFile, 30))
 	}
 }
 

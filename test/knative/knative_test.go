@@ -42,6 +42,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/internal/proc"
 	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
@@ -109,9 +110,9 @@ func startStack(t *testing.T) *localstack.Stack {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("manager log:\n%s", localstack.Tail(s.ManagerLog(), 40))
+			t.Logf("manager log:\n%s", proc.Tail(s.ManagerLog(), 40))
 			for _, p := range s.Node.Pods() {
-				t.Logf("pod %s ready=%v restarts=%d failure=%q log:\n%s", p.Name, p.Ready, p.Restarts, p.Failure, localstack.Tail(p.LogFile, 30))
+				t.Logf("pod %s ready=%v restarts=%d failure=%q log:\n%s", p.Name, p.Ready, p.Restarts, p.Failure, proc.Tail(p.LogFile, 30))
 			}
 		}
 		s.Stop()
@@ -251,7 +252,7 @@ func startController(t *testing.T, s *localstack.Stack, bin, source string) stri
 		fmt.Sprintf("KNATIVE_PROBES_PORT=%d", probes),
 	)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.SysProcAttr = proc.Attrs()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +267,7 @@ func startController(t *testing.T, s *localstack.Stack, bin, source string) stri
 			<-exited
 		}
 		if t.Failed() {
-			t.Logf("Knative controller log:\n%s", localstack.Tail(logFile, 60))
+			t.Logf("Knative controller log:\n%s", proc.Tail(logFile, 60))
 		}
 	})
 	url := fmt.Sprintf("http://127.0.0.1:%d/readiness", probes)
@@ -274,7 +275,7 @@ func startController(t *testing.T, s *localstack.Stack, bin, source string) stri
 		select {
 		case err := <-exited:
 			exited <- err
-			t.Fatalf("Knative's controller exited: %v\n%s", err, localstack.Tail(logFile, 40))
+			t.Fatalf("Knative's controller exited: %v\n%s", err, proc.Tail(logFile, 40))
 		default:
 		}
 		resp, err := http.Get(url)
