@@ -21,39 +21,47 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/features"
 )
 
 // GVK of Knative's EventPolicy.
 var GVK = schema.GroupVersionKind{Group: "eventing.knative.dev", Version: "v1alpha1", Kind: "EventPolicy"}
 
-// Channel identifies the resource a request is addressed to.
-const (
-	channelGroup = "messaging.knative.dev"
-	channelKind  = "KafkaChannel"
-)
+// channelKind, with v1beta1's group, identifies the resource a request is addressed to.
+const channelKind = "KafkaChannel"
 
 // Policy is the part of an EventPolicy this package uses.
 type Policy struct {
-	Namespace string `json:"-"`
-	Name      string `json:"-"`
-	Spec      struct {
-		To []struct {
-			Ref      *targetRef `json:"ref,omitempty"`
-			Selector *struct {
-				APIVersion           string `json:"apiVersion,omitempty"`
-				Kind                 string `json:"kind,omitempty"`
-				metav1.LabelSelector `json:",inline"`
-			} `json:"selector,omitempty"`
-		} `json:"to,omitempty"`
-		From []struct {
-			Sub *string `json:"sub,omitempty"`
-		} `json:"from,omitempty"`
-		Filters []Filter `json:"filters,omitempty"`
-	} `json:"spec"`
-	Status struct {
-		From []string `json:"from,omitempty"`
-	} `json:"status"`
+	Namespace string
+	Name      string
+	Spec      policySpec
+	Status    policyStatus
+
+	// Worked out once by FromUnstructured, as the receiver asks for every event: the label
+	// selectors of spec.to that name KafkaChannels (parsed), and every subject the policy
+	// admits (status.from, then spec.from).
+	selectors []labels.Selector
+	subjects  []string
+}
+
+type policySpec struct {
+	To []struct {
+		Ref      *targetRef `json:"ref,omitempty"`
+		Selector *struct {
+			APIVersion           string `json:"apiVersion,omitempty"`
+			Kind                 string `json:"kind,omitempty"`
+			metav1.LabelSelector `json:",inline"`
+		} `json:"selector,omitempty"`
+	} `json:"to,omitempty"`
+	From []struct {
+		Sub *string `json:"sub,omitempty"`
+	} `json:"from,omitempty"`
+	Filters []Filter `json:"filters,omitempty"`
+}
+
+type policyStatus struct {
+	From []string `json:"from,omitempty"`
 }
 
 type targetRef struct {
@@ -75,11 +83,28 @@ type Filter struct {
 
 // FromUnstructured reads a policy.
 func FromUnstructured(u *unstructured.Unstructured) (*Policy, error) {
-	p := &Policy{}
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, p); err != nil {
+	var doc struct {
+		Spec   policySpec   `json:"spec"`
+		Status policyStatus `json:"status"`
+	}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, &doc); err != nil {
 		return nil, fmt.Errorf("reading EventPolicy %s/%s: %w", u.GetNamespace(), u.GetName(), err)
 	}
-	p.Namespace, p.Name = u.GetNamespace(), u.GetName()
+	p := &Policy{Namespace: u.GetNamespace(), Name: u.GetName(), Spec: doc.Spec, Status: doc.Status}
+	for _, to := range p.Spec.To {
+		if s := to.Selector; s != nil && s.Kind == channelKind && isChannelGroup(s.APIVersion) {
+			// An invalid selector selects nothing.
+			if sel, err := metav1.LabelSelectorAsSelector(&s.LabelSelector); err == nil {
+				p.selectors = append(p.selectors, sel)
+			}
+		}
+	}
+	p.subjects = append(p.subjects, p.Status.From...)
+	for _, f := range p.Spec.From {
+		if f.Sub != nil {
+			p.subjects = append(p.subjects, *f.Sub)
+		}
+	}
 	return p, nil
 }
 
@@ -92,37 +117,28 @@ func (p *Policy) AppliesTo(namespace, name string, channelLabels map[string]stri
 		return true
 	}
 	for _, to := range p.Spec.To {
-		if r := to.Ref; r != nil && r.Kind == channelKind && r.Name == name && groupOf(r.APIVersion) == channelGroup {
+		if r := to.Ref; r != nil && r.Kind == channelKind && r.Name == name && isChannelGroup(r.APIVersion) {
 			return true
 		}
-		if s := to.Selector; s != nil && s.Kind == channelKind && groupOf(s.APIVersion) == channelGroup {
-			sel, err := metav1.LabelSelectorAsSelector(&s.LabelSelector)
-			if err == nil && sel.Matches(labels.Set(channelLabels)) {
-				return true
-			}
+	}
+	for _, sel := range p.selectors {
+		if sel.Matches(labels.Set(channelLabels)) {
+			return true
 		}
 	}
 	return false
 }
 
-func groupOf(apiVersion string) string {
-	g, _, ok := strings.Cut(apiVersion, "/")
-	if !ok {
-		return "" // the core group; never a KafkaChannel
-	}
-	return g
+// isChannelGroup reports whether apiVersion is of the KafkaChannel's API group.
+func isChannelGroup(apiVersion string) bool {
+	gv, err := schema.ParseGroupVersion(apiVersion)
+	return err == nil && gv.Group == v1beta1.GroupVersion.Group
 }
 
 // Admits reports whether p lets subject send e.
 func (p *Policy) Admits(subject string, e *cloudevents.Event) bool {
 	matched := false
-	subs := append([]string{}, p.Status.From...)
-	for _, f := range p.Spec.From {
-		if f.Sub != nil {
-			subs = append(subs, *f.Sub)
-		}
-	}
-	for _, s := range subs {
+	for _, s := range p.subjects {
 		if subjectMatches(s, subject) {
 			matched = true
 			break
