@@ -168,7 +168,11 @@ func runDispatcher(t *testing.T, f *fixture, name string, brokers []string) *dis
 // two partitions.
 func produceAt(t *testing.T, brokers []string, topic string, t0 time.Time, from, to int) {
 	t.Helper()
+	// A Transport of its own: kafka.DefaultTransport is shared by the whole test binary, and
+	// its cached metadata (up to 6 s old) may predate the channel's topic, which Apache Kafka
+	// then refuses as unknown.
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll,
+		Transport: &kafka.Transport{},
 		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Key)); return p })}
 	defer w.Close()
 	for i := from; i < to; i++ {
