@@ -173,7 +173,7 @@ func produceAt(t *testing.T, brokers []string, topic string, t0 time.Time, from,
 	// then refuses as unknown.
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: topic, BatchTimeout: time.Millisecond, RequiredAcks: kafka.RequireAll,
 		Transport: &kafka.Transport{},
-		Balancer: kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Key)); return p })}
+		Balancer:  kafka.BalancerFunc(func(m kafka.Message, _ ...int) int { p, _ := strconv.Atoi(string(m.Key)); return p })}
 	defer w.Close()
 	for i := from; i < to; i++ {
 		ev := event.New()
