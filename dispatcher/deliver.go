@@ -69,6 +69,9 @@ type outcome struct {
 	reply  *event.Event
 	err    error
 	reason string // code class of the last attempt
+	// location is where a 3xx pointed (refuseRedirect): said in logs and knativeerrordata,
+	// since a redirect's body rarely explains it.
+	location string
 }
 
 func (o outcome) ok() bool { return o.err == nil && o.code >= 200 && o.code < 300 }
@@ -77,6 +80,9 @@ func (o outcome) ok() bool { return o.err == nil && o.code >= 200 && o.code < 30
 func (o outcome) describe() string {
 	if o.err != nil {
 		return o.err.Error()
+	}
+	if o.code >= 300 && o.code < 400 {
+		return fmt.Sprintf("HTTP %d redirect to %q, not followed: the destination must accept the event at its own URL", o.code, o.location)
 	}
 	return fmt.Sprintf("HTTP %d", o.code)
 }
@@ -150,6 +156,10 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 	// Drain what is left so the connection goes back to the pool.
 	_, _ = io.Copy(io.Discard, resp.Body)
 	o := outcome{code: resp.StatusCode, body: body, reason: strconv.Itoa(resp.StatusCode/100) + "xx"}
+	if o.code >= 300 && o.code < 400 {
+		o.location = resp.Header.Get("Location")
+		o.body = nil
+	}
 	if err != nil && o.ok() {
 		o.err = fmt.Errorf("reading the response of %s: %w", dst.uri, err)
 		o.reason = "error"
@@ -248,6 +258,13 @@ func withErrorExtensions(ev *event.Event, dest string, o outcome) *event.Event {
 	c.SetExtension(ExtErrorData, base64.StdEncoding.EncodeToString(data))
 	return &c
 }
+
+// refuseRedirect makes a 3xx the answer of an attempt instead of a request to follow. The
+// Knative data-plane contract counts a 3xx as an error that completes no delivery and is not
+// retried; following it is what Go's client does by default, and for 301, 302 and 303 it
+// repeats the POST as a GET without the event, so a login page's 200 would commit the offset
+// of an event delivered nowhere. Subscriber, reply and dead-letter sink share this client.
+func refuseRedirect(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 
 // newHTTPTransport is tuned for many concurrent deliveries to few hosts: Go's default keeps two
 // idle connections per host, which makes busy partitions open a connection per event. It opens

@@ -521,7 +521,7 @@ func (d *Dispatcher) httpClient(pem string) (*http.Client, error) {
 		}
 		t = newHTTPTransport(&tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, d.cfg.MaxConnsPerHost)
 	}
-	c := &http.Client{Transport: t}
+	c := &http.Client{Transport: t, CheckRedirect: refuseRedirect}
 	d.clients[key] = c
 	return c, nil
 }

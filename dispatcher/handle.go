@@ -101,8 +101,11 @@ func (s *subscription) handle(ctx context.Context, msg *kafka.Message) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	log().Info("delivering the reply failed after retries", "error", ro.describe(), "reply", o.reply.ID())
-	return s.deadLetter(ctx, cfg, withErrorExtensions(o.reply, cfg.reply.uri, ro), "reply_failed", log)
+	// The original goes to the dead-letter sink, as Knative's dispatchers do: it is what a
+	// replay of dead letters sends again (the subscriber then replies anew), and the reply's
+	// destination in knativeerrordest says which hop failed.
+	log().Info("delivering the reply failed after retries: dead-lettering the original event", "error", ro.describe(), "reply", o.reply.ID())
+	return s.deadLetter(ctx, cfg, withErrorExtensions(ev, cfg.reply.uri, ro), "reply_failed", log)
 }
 
 // deadLetter sends an event that could not be delivered to the dead-letter sink; without one,

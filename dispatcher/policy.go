@@ -115,7 +115,8 @@ func (p Policy) Backoff(n int) time.Duration {
 	return time.Duration(d)
 }
 
-// retryable reports whether an HTTP status is worth another attempt (Knative's list).
+// retryable reports whether an HTTP status is worth another attempt (Knative's list). A 3xx
+// is not: the data-plane contract makes it an error without retries (see refuseRedirect).
 func retryable(code int) bool {
 	switch {
 	case code == http.StatusNotFound, code == http.StatusRequestTimeout, code == http.StatusConflict,
