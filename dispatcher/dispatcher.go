@@ -405,11 +405,7 @@ func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscriptio
 		}
 		delete(subs, uid)
 		stopping.Add(1)
-		go func() {
-			defer stopping.Done()
-			s.stop()
-			d.metrics.forget(s.group)
-		}()
+		go func() { defer stopping.Done(); s.stop() }()
 	}
 	stopping.Wait()
 	// Members that were replaced or removed have stopped: a client no running member uses
@@ -423,10 +419,12 @@ func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscriptio
 			}
 		}
 	}
+	var removed []string
 	d.mu.Lock()
 	for uid := range d.states {
 		if !want[uid] {
 			delete(d.states, uid)
+			removed = append(removed, uid)
 		}
 	}
 	for key, c := range d.clients {
@@ -436,6 +434,13 @@ func (d *Dispatcher) reconcile(ctx context.Context, subs map[string]*subscriptio
 		}
 	}
 	d.mu.Unlock()
+	// Every subscriber that ever had series has a state (start, a config failure and a pause
+	// all leave one), so going by the states forgets it on every path: stopped just now,
+	// paused earlier, or never started. Its member, if any, has stopped: nothing writes them
+	// again.
+	for _, uid := range removed {
+		d.metrics.forget(d.groupID(uid))
+	}
 	d.notify()
 }
 
