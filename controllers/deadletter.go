@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/internal/features"
 )
 
 // resolvedDestination is a Destination turned into what a sender needs.
@@ -33,7 +37,27 @@ func (r *KafkaChannelReconciler) reconcileDeadLetterSink(ctx context.Context, s 
 		s.set(v1beta1.ConditionDeadLetterSinkReady, metav1.ConditionTrue, "DeadLetterSinkNotConfigured", "the channel has no dead-letter sink")
 		return nil
 	}
-	d, reason, err := r.resolveDestination(ctx, ch.Namespace, ch.Spec.Delivery.DeadLetterSink)
+	dls := ch.Spec.Delivery.DeadLetterSink
+	if ref := dls.Ref; ref != nil && ref.Namespace != "" && ref.Namespace != ch.Namespace {
+		allowed, err := r.crossNamespaceEventLinks(ctx)
+		if err != nil {
+			st.DeadLetterSinkURI, st.DeadLetterSinkCACerts, st.DeadLetterSinkAudience = nil, nil, nil
+			s.set(v1beta1.ConditionDeadLetterSinkReady, metav1.ConditionUnknown, "DeadLetterSinkUnresolved", "deadLetterSink: %v", err)
+			return err
+		}
+		if !allowed {
+			// Knative refuses such a ref unless the feature is on: it would let a channel's
+			// owner have events sent to, and the manager read, an Addressable in a namespace
+			// that owner may have no access to. config-features is watched, so turning the
+			// feature on reconciles the channel again.
+			st.DeadLetterSinkURI, st.DeadLetterSinkCACerts, st.DeadLetterSinkAudience = nil, nil, nil
+			s.set(v1beta1.ConditionDeadLetterSinkReady, metav1.ConditionFalse, "CrossNamespaceRefNotAllowed",
+				"deadLetterSink.ref names namespace %q, not the channel's: a ref to another namespace needs %s: enabled in the ConfigMap %s/%s",
+				ref.Namespace, features.CrossNamespaceEventLinks, r.Config.OperatorNamespace, features.ConfigMap)
+			return nil
+		}
+	}
+	d, reason, err := r.resolveDestination(ctx, ch.Namespace, dls)
 	if err != nil {
 		// A sink that cannot be resolved must not be used with a stale address.
 		st.DeadLetterSinkURI, st.DeadLetterSinkCACerts, st.DeadLetterSinkAudience = nil, nil, nil
@@ -45,6 +69,20 @@ func (r *KafkaChannelReconciler) reconcileDeadLetterSink(ctx context.Context, s 
 	st.DeadLetterSinkURI, st.DeadLetterSinkCACerts, st.DeadLetterSinkAudience = &d.URI, d.CACerts, d.Audience
 	s.set(v1beta1.ConditionDeadLetterSinkReady, metav1.ConditionTrue, "DeadLetterSinkResolved", "dead-letter sink is %s", d.URI)
 	return nil
+}
+
+// crossNamespaceEventLinks reports whether config-features (operator namespace) enables
+// references to other namespaces; an absent ConfigMap or key, or any other value, means no.
+func (r *KafkaChannelReconciler) crossNamespaceEventLinks(ctx context.Context) (bool, error) {
+	cm := &corev1.ConfigMap{}
+	key := types.NamespacedName{Namespace: r.Config.OperatorNamespace, Name: features.ConfigMap}
+	if err := r.Get(ctx, key, cm); err != nil {
+		if apierrors.IsNotFound(err) {
+			return false, nil
+		}
+		return false, fmt.Errorf("reading the ConfigMap %s for %s: %w", key, features.CrossNamespaceEventLinks, err)
+	}
+	return strings.EqualFold(strings.TrimSpace(cm.Data[features.CrossNamespaceEventLinks]), "enabled"), nil
 }
 
 // resolveDestination follows Knative's rules: a ref's address (a Service's cluster DNS name, or

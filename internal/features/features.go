@@ -23,6 +23,10 @@ import (
 // the operator namespace.
 const ConfigMap = "config-features"
 
+// CrossNamespaceEventLinks is Knative's config-features key that lets a reference name an
+// object in another namespace; only the value "enabled" turns it on (the default is off).
+const CrossNamespaceEventLinks = "cross-namespace-event-links"
+
 // Encryption is the transport-encryption setting.
 type Encryption string
 
