@@ -1,7 +1,6 @@
 package dispatcher
 
 import (
-	"context"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -13,9 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
-	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
@@ -273,21 +270,7 @@ func TestTracker(t *testing.T) {
 func TestReplyDeliveredAndCommitHeldUntilAcked(t *testing.T) {
 	k := kafkatest.Start(t)
 	e := newEnv(t, k, 1)
-	subscriber := newSink(t, func(ev *event.Event, w http.ResponseWriter) bool {
-		reply := event.New()
-		reply.SetID("reply-" + ev.ID())
-		reply.SetSource("/subscriber")
-		reply.SetType("test.reply")
-		_ = reply.SetData("text/plain", []byte("re: "+ev.ID()))
-		req := &http.Request{Header: http.Header{}}
-		_ = cehttp.WriteRequest(binding.WithForceBinary(context.Background()), binding.ToMessage(&reply), req)
-		for k, v := range req.Header {
-			w.Header()[k] = v
-		}
-		w.WriteHeader(http.StatusOK)
-		_, _ = w.Write(reply.Data())
-		return true
-	})
+	subscriber := newSink(t, writeReply)
 	release := make(chan struct{})
 	replies := newSink(t, func(ev *event.Event, w http.ResponseWriter) bool {
 		<-release
