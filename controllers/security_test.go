@@ -133,6 +133,8 @@ func TestAddressesFollowFeatures(t *testing.T) {
 		t.Errorf("ConfigurationReady message %q does not quote the bad value", c.Message)
 	}
 	f.waitCondition(name, v1beta1.ConditionReady, metav1.ConditionFalse, "FeaturesInvalid")
+	// ...and a key the manager cannot read is at its strictest: https only, never plain http.
+	waitAddresses(fmt.Sprintf("address: https=%s +CA | https=%s +CA", httpsURL, httpsURL))
 
 	// The receiver serves https from the Secret, mounted optional, and its Service exposes 443.
 	dep := &appsv1.Deployment{}
