@@ -172,7 +172,8 @@ type APIServerKeys struct {
 	host   string
 	client *http.Client
 
-	// MaxAge is how long fetched keys are used before they are fetched again; default 5m.
+	// MaxAge is how old keys get before a background fetch replaces them; default 5m. They
+	// are used until one succeeds.
 	MaxAge time.Duration
 	// MinRefresh is the least time between two fetches, and the first wait after a failed
 	// one; default 10s.
