@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -19,11 +21,17 @@ import (
 
 // +kubebuilder:rbac:groups=eventing.knative.dev,resources=eventpolicies,verbs=get;list;watch
 
+// ConditionEventPoliciesReady is False while an EventPolicy that applies to the channel cannot
+// be evaluated as written (a CESQL filter) and so admits no event; it is absent otherwise. It
+// does not make the channel un-Ready: the other policies still admit their senders.
+const ConditionEventPoliciesReady = "EventPoliciesReady"
+
 // reconcilePolicies lists in status.policies the EventPolicies that apply to the channel, while
 // authentication-oidc is enabled (without it nothing is authorized, so none apply). A cluster
 // without Knative's EventPolicy API has none.
 func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope) error {
 	ch := s.ch
+	meta.RemoveStatusCondition(&ch.Status.Conditions, ConditionEventPoliciesReady)
 	if !s.features.OIDC {
 		ch.Status.Policies = nil
 		return nil
@@ -44,6 +52,7 @@ func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope
 		return fmt.Errorf("listing the EventPolicies of namespace %s: %w", ch.Namespace, err)
 	}
 	var refs []v1beta1.AppliedEventPolicyRef
+	var unsupported []string
 	for i := range list.Items {
 		p, err := eventpolicy.FromUnstructured(&list.Items[i])
 		if err != nil {
@@ -52,10 +61,17 @@ func (r *KafkaChannelReconciler) reconcilePolicies(ctx context.Context, s *scope
 		}
 		if p.AppliesTo(ch.Namespace, ch.Name, ch.Labels) {
 			refs = append(refs, v1beta1.AppliedEventPolicyRef{APIVersion: eventpolicy.GVK.GroupVersion().String(), Name: p.Name})
+			if why := p.Unsupported(); why != "" {
+				unsupported = append(unsupported, p.Name+": "+why)
+			}
 		}
 	}
 	sort.Slice(refs, func(i, j int) bool { return refs[i].Name < refs[j].Name })
 	ch.Status.Policies = refs
+	if len(unsupported) > 0 {
+		sort.Strings(unsupported)
+		s.set(ConditionEventPoliciesReady, metav1.ConditionFalse, "UnsupportedEventPolicy", "%s", strings.Join(unsupported, "; "))
+	}
 	if r.policyCache == nil {
 		// The API appeared after the manager started, so nothing tells it about changes:
 		// look again on the retry interval until a restart sets up the watch.

@@ -9,6 +9,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -132,6 +133,8 @@ func TestAddressesFollowFeatures(t *testing.T) {
 		t.Errorf("ConfigurationReady message %q does not quote the bad value", c.Message)
 	}
 	f.waitCondition(name, v1beta1.ConditionReady, metav1.ConditionFalse, "FeaturesInvalid")
+	// ...and a key the manager cannot read is at its strictest: https only, never plain http.
+	waitAddresses(fmt.Sprintf("address: https=%s +CA | https=%s +CA", httpsURL, httpsURL))
 
 	// The receiver serves https from the Secret, mounted optional, and its Service exposes 443.
 	dep := &appsv1.Deployment{}
@@ -192,7 +195,22 @@ func TestPoliciesInStatus(t *testing.T) {
 	policy("this-channel", "to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: guarded}}],")
 	policy("other-channel", "to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: open}}],")
 	policies("eventing.knative.dev/v1alpha1/this-channel,eventing.knative.dev/v1alpha1/whole-namespace")
+	if c := meta.FindStatusCondition(f.channel("guarded").Status.Conditions, ConditionEventPoliciesReady); c != nil {
+		t.Errorf("%s is %s with only usable policies, want it absent", ConditionEventPoliciesReady, c.Status)
+	}
+
+	// A policy the receiver cannot evaluate admits nothing, and the channel says so.
+	policy("with-cesql", "to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: guarded}}], filters: [{not: {cesql: \"type = 'admin'\"}}],")
+	if c := f.waitCondition("guarded", ConditionEventPoliciesReady, metav1.ConditionFalse, "UnsupportedEventPolicy"); !strings.Contains(c.Message, "with-cesql: spec.filters[0].not.cesql") {
+		t.Errorf("condition message %q does not name the policy and its CESQL filter", c.Message)
+	}
 
 	f.writeFeatures(map[string]string{"authentication-oidc": "disabled"})
 	policies("")
+	eventually(t, 45*time.Second, ConditionEventPoliciesReady+" removed", func() string {
+		if c := meta.FindStatusCondition(f.channel("guarded").Status.Conditions, ConditionEventPoliciesReady); c != nil {
+			return string(c.Status) + " " + c.Reason
+		}
+		return ""
+	})
 }

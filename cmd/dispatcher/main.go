@@ -125,7 +125,7 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		CommitInterval:   o.commitInterval,
 		DrainTimeout:     o.drainTimeout,
 		SessionTimeout:   o.sessionTimeout,
-		Features:         features.Watch(ctx, obs.ConfigDir(), 0, log),
+		Features:         features.Watch(ctx, obs.ConfigDir(), 0, log, obs.Registry),
 		Tokens:           &oidc.TokenProvider{Client: clientset},
 	})
 	if err != nil {

@@ -113,7 +113,7 @@ func run(o options) error {
 	case err != nil:
 		return err
 	}
-	feats := features.Watch(ctx, obs.ConfigDir(), 0, log)
+	feats := features.Watch(ctx, obs.ConfigDir(), 0, log, obs.Registry)
 	rcv, err := receiver.New(receiver.Config{
 		Channels:       idx,
 		Writer:         writer,

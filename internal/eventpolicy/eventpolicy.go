@@ -7,6 +7,10 @@
 // subject matches one of spec.from[].sub or status.from[] (Knative's controller resolves
 // spec.from[].ref to subjects there); a trailing "*" matches any suffix. spec.filters, when
 // given, must also all match the event (exact, prefix, suffix, all, any, not).
+//
+// CESQL is not evaluated. A policy with a CESQL expression anywhere in its filters admits no
+// event at all (Unsupported says why), however the expression is nested: evaluating it as
+// "false" would let `not` turn it into "everything".
 package eventpolicy
 
 import (
@@ -43,6 +47,8 @@ type Policy struct {
 	// admits (status.from, then spec.from).
 	selectors []labels.Selector
 	subjects  []string
+	// unsupported is why the policy admits nothing (a CESQL filter), empty when usable.
+	unsupported string
 }
 
 type policySpec struct {
@@ -70,7 +76,8 @@ type targetRef struct {
 	Name       string `json:"name"`
 }
 
-// Filter is Knative's SubscriptionsAPIFilter, without CESQL.
+// Filter is Knative's SubscriptionsAPIFilter. CESQL is read, so that a filter using it is
+// recognised, but never evaluated.
 type Filter struct {
 	All    []Filter          `json:"all,omitempty"`
 	Any    []Filter          `json:"any,omitempty"`
@@ -97,6 +104,12 @@ func FromUnstructured(u *unstructured.Unstructured) (*Policy, error) {
 			if sel, err := metav1.LabelSelectorAsSelector(&s.LabelSelector); err == nil {
 				p.selectors = append(p.selectors, sel)
 			}
+		}
+	}
+	for i, f := range p.Spec.Filters {
+		if path := f.cesqlPath(fmt.Sprintf("spec.filters[%d]", i)); path != "" {
+			p.unsupported = fmt.Sprintf("%s is a CESQL expression, which this channel implementation does not evaluate, so the policy admits no event", path)
+			break
 		}
 	}
 	p.subjects = append(p.subjects, p.Status.From...)
@@ -135,8 +148,15 @@ func isChannelGroup(apiVersion string) bool {
 	return err == nil && gv.Group == v1beta1.GroupVersion.Group
 }
 
+// Unsupported says why p admits no event (it uses CESQL), or is empty when p is evaluated as
+// written. The manager shows it in the channel's status.
+func (p *Policy) Unsupported() string { return p.unsupported }
+
 // Admits reports whether p lets subject send e.
 func (p *Policy) Admits(subject string, e *cloudevents.Event) bool {
+	if p.unsupported != "" {
+		return false
+	}
 	matched := false
 	for _, s := range p.subjects {
 		if subjectMatches(s, subject) {
@@ -162,21 +182,48 @@ func subjectMatches(pattern, subject string) bool {
 	return pattern == subject
 }
 
-// Matches evaluates the filter against e. A CESQL expression is not supported and never
-// matches: a policy must not admit more than its author wrote.
+// Matches evaluates the filter against e. A filter with a CESQL expression anywhere in it
+// never matches: the expression is not evaluated, and answering "false" for it alone would let
+// an enclosing `not` admit every event its author meant to refuse.
 func (f Filter) Matches(e *cloudevents.Event) bool {
-	if f.CESQL != "" {
+	if f.cesqlPath("") != "" {
 		return false
 	}
+	return f.matches(e)
+}
+
+// cesqlPath is where in f (named path) a CESQL expression is, or empty when there is none.
+func (f Filter) cesqlPath(path string) string {
+	if f.CESQL != "" {
+		return path + ".cesql"
+	}
+	for i, sub := range f.All {
+		if p := sub.cesqlPath(fmt.Sprintf("%s.all[%d]", path, i)); p != "" {
+			return p
+		}
+	}
+	for i, sub := range f.Any {
+		if p := sub.cesqlPath(fmt.Sprintf("%s.any[%d]", path, i)); p != "" {
+			return p
+		}
+	}
+	if f.Not != nil {
+		return f.Not.cesqlPath(path + ".not")
+	}
+	return ""
+}
+
+// matches evaluates a filter known to hold no CESQL.
+func (f Filter) matches(e *cloudevents.Event) bool {
 	for _, sub := range f.All {
-		if !sub.Matches(e) {
+		if !sub.matches(e) {
 			return false
 		}
 	}
 	if len(f.Any) > 0 {
 		anyOK := false
 		for _, sub := range f.Any {
-			if sub.Matches(e) {
+			if sub.matches(e) {
 				anyOK = true
 				break
 			}
@@ -185,7 +232,7 @@ func (f Filter) Matches(e *cloudevents.Event) bool {
 			return false
 		}
 	}
-	if f.Not != nil && f.Not.Matches(e) {
+	if f.Not != nil && f.Not.matches(e) {
 		return false
 	}
 	for attr, want := range f.Exact {
@@ -256,12 +303,21 @@ func Decide(applicable []*Policy, mode features.Authorization, channelNamespace,
 		}
 	}
 	names := make([]string, 0, len(applicable))
+	var unsupported []string
 	for _, p := range applicable {
 		if p.Admits(subject, e) {
 			return Decision{Allowed: true, Reason: "allowed by EventPolicy " + p.Name}
 		}
 		names = append(names, p.Name)
+		if p.unsupported != "" {
+			unsupported = append(unsupported, fmt.Sprintf("EventPolicy %s admits nothing: %s", p.Name, p.unsupported))
+		}
 	}
 	sort.Strings(names)
-	return Decision{Reason: fmt.Sprintf("%s is not allowed to send this event by the EventPolicies of the channel (%s)", subject, strings.Join(names, ", "))}
+	sort.Strings(unsupported)
+	reason := fmt.Sprintf("%s is not allowed to send this event by the EventPolicies of the channel (%s)", subject, strings.Join(names, ", "))
+	if len(unsupported) > 0 {
+		reason += "; " + strings.Join(unsupported, "; ")
+	}
+	return Decision{Reason: reason}
 }

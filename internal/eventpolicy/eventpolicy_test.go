@@ -1,6 +1,7 @@
 package eventpolicy
 
 import (
+	"strings"
 	"testing"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2/event"
@@ -95,6 +96,45 @@ func TestDecide(t *testing.T) {
 			d := Decide(ps, tc.mode, "shop", tc.subject, tc.senderNS, tc.event)
 			if d.Allowed != tc.want || d.Reason == "" {
 				t.Errorf("Decide = %+v, want allowed=%v with a reason", d, tc.want)
+			}
+		})
+	}
+}
+
+// TestCESQLAdmitsNothing: CESQL is not evaluated, so a policy that uses it anywhere, however
+// deeply nested or negated, must admit no event at all: `not` over an unevaluated expression
+// once flipped "never matches" into "always matches".
+func TestCESQLAdmitsNothing(t *testing.T) {
+	const head = `{metadata: {namespace: shop, name: sql}, spec: {from: [{sub: "system:serviceaccount:shop:producer"}], filters: `
+	for _, tc := range []struct {
+		name    string
+		filters string
+		event   *cloudevents.Event
+	}{
+		{"not(type = 'admin') and an admin event", `[{not: {cesql: "type = 'admin'"}}]`, event("admin", "s")},
+		{"not(type = 'admin') and another event", `[{not: {cesql: "type = 'admin'"}}]`, event("order.created", "s")},
+		{"not not", `[{not: {not: {cesql: "type = 'admin'"}}}]`, event("admin", "s")},
+		{"inside any", `[{any: [{exact: {type: nothing}}, {not: {cesql: "type = 'admin'"}}]}]`, event("admin", "s")},
+		{"inside all, next to a matching filter", `[{all: [{prefix: {type: ad}}, {not: {cesql: "type = 'x'"}}]}]`, event("admin", "s")},
+		{"next to exact in the same filter", `[{exact: {type: admin}, not: {cesql: "type = 'x'"}}]`, event("admin", "s")},
+		{"top level", `[{cesql: "type = 'admin'"}]`, event("admin", "s")},
+		{"second filter", `[{prefix: {type: ad}}, {not: {cesql: "source = 'x'"}}]`, event("admin", "s")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := policy(t, head+tc.filters+`}}`)
+			d := Decide([]*Policy{p}, features.AllowAll, "shop", producer, "shop", tc.event)
+			if d.Allowed {
+				t.Fatalf("Decide = %+v: a policy with CESQL admitted an event", d)
+			}
+			if !strings.Contains(d.Reason, "CESQL") {
+				t.Errorf("reason %q does not say that CESQL is why", d.Reason)
+			}
+			if u := p.Unsupported(); !strings.Contains(u, "spec.filters[") || !strings.Contains(u, ".cesql") {
+				t.Errorf("Unsupported() = %q, want the path of the CESQL expression", u)
+			}
+			// Every case puts the CESQL in the last filter, which must not match on its own either.
+			if last := p.Spec.Filters[len(p.Spec.Filters)-1]; last.Matches(tc.event) {
+				t.Errorf("Filter.Matches = true for %+v", last)
 			}
 		})
 	}

@@ -160,22 +160,45 @@ func (v *Verifier) Verify(ctx context.Context, raw, audience string) (Identity, 
 
 // APIServerKeys learns the service-account issuer and its keys from the kube-apiserver's OIDC
 // discovery (/.well-known/openid-configuration, /openid/v1/jwks) with the caller's own
-// credentials. Keys are cached for MaxAge and fetched again at most every MinRefresh when a
-// token names an unknown key, so a flood of forged key ids cannot flood the apiserver.
+// credentials.
+//
+// Verification never waits for the apiserver while there are keys to verify with: keys older
+// than MaxAge are refreshed in the background, one fetch at a time, and the last good keys are
+// used meanwhile and for as long as fetches fail. Only a caller that cannot verify with what is
+// cached (no keys yet, or a token naming a key not among them) waits for a fetch, at most
+// RefreshWait. Fetches are at least MinRefresh apart, so a flood of forged key ids cannot flood
+// the apiserver, and after a failure the gap doubles up to MaxBackoff.
 type APIServerKeys struct {
 	host   string
 	client *http.Client
 
-	// MaxAge is how long fetched keys are used before they are fetched again; default 5m.
+	// MaxAge is how old keys get before a background fetch replaces them; default 5m. They
+	// are used until one succeeds.
 	MaxAge time.Duration
-	// MinRefresh is the least time between two fetches; default 10s.
+	// MinRefresh is the least time between two fetches, and the first wait after a failed
+	// one; default 10s.
 	MinRefresh time.Duration
+	// MaxBackoff caps the wait after consecutive failed fetches; default 2m.
+	MaxBackoff time.Duration
+	// RefreshWait is the longest a caller that needs new keys waits for a fetch; default 5s.
+	// It then gets ErrKeysUnavailable (503), and the fetch goes on.
+	RefreshWait time.Duration
+	// Now is the clock of MaxAge, MinRefresh and the backoff; time.Now when nil.
+	Now func() time.Time
 
-	mu      sync.Mutex
-	issuer  string
-	keys    *jose.JSONWebKeySet
-	fetched time.Time
+	mu         sync.Mutex
+	issuer     string
+	keys       *jose.JSONWebKeySet
+	fetched    time.Time     // end of the last successful fetch
+	generation uint64        // successful fetches so far
+	attempted  time.Time     // end of the last fetch, successful or not
+	failures   int           // consecutive failed fetches
+	lastErr    error         // of the last fetch, nil after a success
+	inflight   chan struct{} // closed when the fetch in flight ends; nil when none runs
 }
+
+// fetchTimeout bounds one fetch (two GETs) run in the background: no caller's context ends it.
+const fetchTimeout = 30 * time.Second
 
 // NewAPIServerKeys reaches the apiserver of cfg.
 func NewAPIServerKeys(cfg *rest.Config) (*APIServerKeys, error) {
@@ -187,31 +210,106 @@ func NewAPIServerKeys(cfg *rest.Config) (*APIServerKeys, error) {
 	return &APIServerKeys{host: strings.TrimSuffix(cfg.Host, "/"), client: hc}, nil
 }
 
-// Keys implements KeySource.
-func (a *APIServerKeys) Keys(ctx context.Context, refresh bool) (string, *jose.JSONWebKeySet, error) {
-	maxAge, minRefresh := a.MaxAge, a.MinRefresh
-	if maxAge <= 0 {
-		maxAge = 5 * time.Minute
+func (a *APIServerKeys) now() time.Time {
+	if a.Now != nil {
+		return a.Now()
 	}
-	if minRefresh <= 0 {
-		minRefresh = 10 * time.Second
+	return time.Now()
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Keys implements KeySource. Without refresh it answers from the cache whenever there are keys,
+// starting a background fetch when they are older than MaxAge. With refresh (the token named a
+// key not in the cache), or with no keys yet, it starts a fetch unless one ran less than
+// MinRefresh ago (or, after failures, is backing off) and waits for the fetch in flight; it
+// answers ErrKeysUnavailable's cause when no fetch since succeeded, unless the cached keys were
+// fetched successfully so recently that fetching again is not allowed: those are current.
+func (a *APIServerKeys) Keys(ctx context.Context, refresh bool) (string, *jose.JSONWebKeySet, error) {
+	a.mu.Lock()
+	now := a.now()
+	need := refresh || a.keys == nil
+	stale := a.keys != nil && now.Sub(a.fetched) >= orDefault(a.MaxAge, 5*time.Minute)
+	if (need || stale) && a.inflight == nil && !now.Before(a.nextAttempt()) {
+		a.startFetch()
+	}
+	if !need {
+		issuer, keys := a.issuer, a.keys
+		a.mu.Unlock()
+		return issuer, keys, nil
+	}
+	wait, gen := a.inflight, a.generation
+	a.mu.Unlock()
+
+	if wait != nil {
+		t := time.NewTimer(orDefault(a.RefreshWait, 5*time.Second))
+		defer t.Stop()
+		select {
+		case <-wait:
+		case <-t.C:
+		case <-ctx.Done():
+		}
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	age := time.Since(a.fetched)
-	if a.keys != nil && (age < minRefresh || (!refresh && age < maxAge)) {
+	switch {
+	case a.keys != nil && (a.generation > gen || (wait == nil && a.failures == 0)):
 		return a.issuer, a.keys, nil
+	case a.inflight != nil:
+		return "", nil, errors.New("fetching the keys from the kube-apiserver is taking long")
+	case a.lastErr != nil:
+		return "", nil, fmt.Errorf("fetching the keys failed %d times in a row, next try after %s: %w",
+			a.failures, a.nextAttempt().Format(time.RFC3339), a.lastErr)
 	}
-	issuer, keys, err := a.fetch(ctx)
-	if err != nil {
-		if a.keys != nil {
-			// Keep verifying with what is known while the apiserver is unreachable.
-			return a.issuer, a.keys, nil
+	return "", nil, errors.New("the keys have not been fetched yet")
+}
+
+// nextAttempt is when a fetch may start: MinRefresh after the last one, doubling with each
+// consecutive failure up to MaxBackoff. Called with mu held.
+func (a *APIServerKeys) nextAttempt() time.Time {
+	if a.attempted.IsZero() {
+		return time.Time{}
+	}
+	minRefresh := orDefault(a.MinRefresh, 10*time.Second)
+	gap := minRefresh
+	if a.failures > 1 {
+		maxBackoff := max(orDefault(a.MaxBackoff, 2*time.Minute), minRefresh)
+		for i := 1; i < a.failures && gap < maxBackoff; i++ {
+			gap *= 2
 		}
-		return "", nil, err
+		gap = min(gap, maxBackoff)
 	}
-	a.issuer, a.keys, a.fetched = issuer, keys, time.Now()
-	return issuer, keys, nil
+	return a.attempted.Add(gap)
+}
+
+// startFetch runs one fetch outside the lock; its outcome, success or failure, is recorded.
+// Called with mu held and no fetch in flight.
+func (a *APIServerKeys) startFetch() {
+	done := make(chan struct{})
+	a.inflight = done
+	go func() {
+		defer close(done)
+		ctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+		defer cancel()
+		issuer, keys, err := a.fetch(ctx)
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		a.inflight = nil
+		a.attempted = a.now()
+		if err != nil {
+			a.failures++
+			a.lastErr = err
+			return
+		}
+		a.issuer, a.keys, a.fetched = issuer, keys, a.attempted
+		a.generation++
+		a.failures, a.lastErr = 0, nil
+	}()
 }
 
 func (a *APIServerKeys) fetch(ctx context.Context) (string, *jose.JSONWebKeySet, error) {
