@@ -27,6 +27,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
 	"github.com/kafkachannel/kafkachannel/dispatcher/kube"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -41,9 +42,7 @@ func resetOffset(ns, name string, ref v1alpha1.Ref, at string) *v1alpha1.ResetOf
 }
 
 func TestResetOffsetValidation(t *testing.T) {
-	if restCfg == nil {
-		t.Skip("needs envtest")
-	}
+	envtestbin.Skip(t, noEnv)
 	ctx := context.Background()
 	ns := newNamespace(t, ctx, "ro-valid")
 	byChannel := v1alpha1.Ref{KafkaChannel: "orders", SubscriberUID: "0b1c"}
