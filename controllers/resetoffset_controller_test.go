@@ -214,7 +214,14 @@ func (f *fixture) waitResetOffset(name string, status metav1.ConditionStatus, re
 func (f *fixture) waitNoPause(name, uid string) {
 	f.t.Helper()
 	eventually(f.t, 30*time.Second, "pause annotation removed", func() string {
-		if v, ok := f.channel(name).Annotations[v1alpha1.PauseAnnotation(uid)]; ok {
+		ch := &v1beta1.KafkaChannel{}
+		if err := k8s.Get(f.ctx, client.ObjectKey{Namespace: f.chNS, Name: name}, ch); err != nil {
+			if apierrors.IsNotFound(err) {
+				return "" // a channel that is gone pauses nobody
+			}
+			return err.Error()
+		}
+		if v, ok := ch.Annotations[v1alpha1.PauseAnnotation(uid)]; ok {
 			return "still paused by " + v
 		}
 		return ""
@@ -551,6 +558,12 @@ func TestResetOffsetLiftsThePauseOnEveryWayOut(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.waitResetOffset(ro, metav1.ConditionFalse, reasonSubscriberGone)
+		}},
+		{"channel deleted", func(t *testing.T, ch, ro string, _ func()) {
+			if err := k8s.Delete(f.ctx, f.channel(ch)); err != nil {
+				t.Fatal(err)
+			}
+			f.waitResetOffset(ro, metav1.ConditionFalse, reasonChannelGone)
 		}},
 		{"manager restarted, then the group empties", func(t *testing.T, _, ro string, leave func()) {
 			f.stopManager()
