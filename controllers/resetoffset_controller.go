@@ -299,11 +299,18 @@ func (r *ResetOffsetReconciler) pause(ctx context.Context, s *roScope) (bool, er
 	ro, ch := s.ro, s.ch
 	key, token := v1alpha1.PauseAnnotation(ro.Status.SubscriberUID), v1alpha1.PauseToken(ro)
 	switch held := ch.Annotations[key]; {
-	case held == token:
+	case v1alpha1.HoldsPause(ro, held):
 	case held != "":
 		r.fail(s, reasonAnotherReset, "another ResetOffset (%s) is resetting this subscriber; try again when it has finished", held)
 		return false, nil
 	default:
+		// The status names the channel before the annotation exists, so whatever ends the
+		// reset (a deletion included) finds where to lift the pause, even if this manager
+		// stops right after setting it.
+		if err := r.patchStatus(ctx, s); err != nil {
+			return false, err
+		}
+		s.before = ro.Status.DeepCopy()
 		orig := ch.DeepCopy()
 		if ch.Annotations == nil {
 			ch.Annotations = map[string]string{}
@@ -322,29 +329,60 @@ func (r *ResetOffsetReconciler) pause(ctx context.Context, s *roScope) (bool, er
 	return true, nil
 }
 
-// release removes the pause annotation if this ResetOffset holds it. Lifting the pause is what
-// resumes delivery, after success and failure alike.
+// release removes every pause annotation this ResetOffset holds. Lifting the pause is what
+// resumes delivery, after success, failure and deletion alike.
 func (r *ResetOffsetReconciler) release(ctx context.Context, ro *v1alpha1.ResetOffset) error {
-	if ro.Status.Channel == "" || ro.Status.SubscriberUID == "" {
-		return nil
+	chName, err := r.pausedChannel(ctx, ro)
+	if err != nil || chName == "" {
+		return err
 	}
-	key, token := v1alpha1.PauseAnnotation(ro.Status.SubscriberUID), v1alpha1.PauseToken(ro)
 	return retry.RetryOnConflict(retry.DefaultBackoff, func() error {
 		ch := &v1beta1.KafkaChannel{}
-		if err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: ro.Status.Channel}, ch); err != nil {
+		if err := r.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: chName}, ch); err != nil {
 			return client.IgnoreNotFound(err)
 		}
-		if ch.Annotations[key] != token {
+		orig := ch.DeepCopy()
+		// Every key holding this ResetOffset's token, not only status.subscriberUid's: an
+		// earlier manager may have paused before it recorded the subscriber.
+		var lifted []string
+		for key, token := range ch.Annotations {
+			if strings.HasPrefix(key, v1alpha1.PauseAnnotationPrefix) && v1alpha1.HoldsPause(ro, token) {
+				delete(ch.Annotations, key)
+				lifted = append(lifted, strings.TrimPrefix(key, v1alpha1.PauseAnnotationPrefix))
+			}
+		}
+		if len(lifted) == 0 {
 			return nil
 		}
-		orig := ch.DeepCopy()
-		delete(ch.Annotations, key)
 		if err := r.Patch(ctx, ch, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return fmt.Errorf("lifting the pause of subscriber %s: %w", ro.Status.SubscriberUID, err)
+			return fmt.Errorf("lifting the pause of subscriber %s: %w", strings.Join(lifted, ", "), err)
 		}
-		logf.FromContext(ctx).Info("lifted the pause: the subscriber resumes", "channel", ch.Name, "subscriber", ro.Status.SubscriberUID)
+		logf.FromContext(ctx).Info("lifted the pause: the subscriber resumes", "channel", ch.Name, "subscriber", strings.Join(lifted, ", "))
 		return nil
 	})
+}
+
+// pausedChannel is the channel a ResetOffset may have paused: the one its status names, else
+// the one its ref names (a manager that stopped between pausing and writing the status, as
+// earlier versions could). "" when there is none to look at.
+func (r *ResetOffsetReconciler) pausedChannel(ctx context.Context, ro *v1alpha1.ResetOffset) (string, error) {
+	if ro.Status.Channel != "" {
+		return ro.Status.Channel, nil
+	}
+	if ro.Spec.Ref.KafkaChannel != "" || ro.Spec.Ref.Subscription == "" {
+		return ro.Spec.Ref.KafkaChannel, nil
+	}
+	sub := &unstructured.Unstructured{}
+	sub.SetGroupVersionKind(subscriptionGVK)
+	err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: ro.Namespace, Name: ro.Spec.Ref.Subscription}, sub)
+	if apierrors.IsNotFound(err) || meta.IsNoMatchError(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading Subscription %s/%s: %w", ro.Namespace, ro.Spec.Ref.Subscription, err)
+	}
+	name, _, _ := unstructured.NestedString(sub.Object, "spec", "channel", "name")
+	return name, nil
 }
 
 func (r *ResetOffsetReconciler) dropFinalizer(ctx context.Context, ro *v1alpha1.ResetOffset) error {

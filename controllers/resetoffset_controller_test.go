@@ -15,9 +15,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/segmentio/kafka-go"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
 	"github.com/kafkachannel/kafkachannel/dispatcher/kube"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -39,9 +42,7 @@ func resetOffset(ns, name string, ref v1alpha1.Ref, at string) *v1alpha1.ResetOf
 }
 
 func TestResetOffsetValidation(t *testing.T) {
-	if restCfg == nil {
-		t.Skip("needs envtest")
-	}
+	envtestbin.Skip(t, noEnv)
 	ctx := context.Background()
 	ns := newNamespace(t, ctx, "ro-valid")
 	byChannel := v1alpha1.Ref{KafkaChannel: "orders", SubscriberUID: "0b1c"}
@@ -213,7 +214,14 @@ func (f *fixture) waitResetOffset(name string, status metav1.ConditionStatus, re
 func (f *fixture) waitNoPause(name, uid string) {
 	f.t.Helper()
 	eventually(f.t, 30*time.Second, "pause annotation removed", func() string {
-		if v, ok := f.channel(name).Annotations[v1alpha1.PauseAnnotation(uid)]; ok {
+		ch := &v1beta1.KafkaChannel{}
+		if err := k8s.Get(f.ctx, client.ObjectKey{Namespace: f.chNS, Name: name}, ch); err != nil {
+			if apierrors.IsNotFound(err) {
+				return "" // a channel that is gone pauses nobody
+			}
+			return err.Error()
+		}
+		if v, ok := ch.Annotations[v1alpha1.PauseAnnotation(uid)]; ok {
 			return "still paused by " + v
 		}
 		return ""
@@ -389,4 +397,233 @@ func TestResetOffsetFailuresLeaveOffsetsAlone(t *testing.T) {
 			t.Errorf("status.partitions = %+v after a failed reset", ro.Status.Partitions)
 		}
 	})
+}
+
+// groupMembers is how many members the consumer group has in Kafka.
+func groupMembers(ctx context.Context, cl *kafka.Client, group string) (int, error) {
+	res, err := cl.DescribeGroups(ctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{group}})
+	if err != nil {
+		return 0, err
+	}
+	for _, g := range res.Groups {
+		if g.GroupID == group {
+			return len(g.Members), g.Error
+		}
+	}
+	return 0, fmt.Errorf("group %s not in the answer", group)
+}
+
+// holdGroup joins the subscriber's consumer group with a member that knows nothing of pauses,
+// so a reset of that subscriber waits for it, and returns once the group has at least want
+// members. The returned func makes the member leave.
+func holdGroup(t *testing.T, f *fixture, brokers []string, group, topic string, want int) (leave func()) {
+	t.Helper()
+	member := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, GroupID: group, Topic: topic,
+		SessionTimeout: 6 * time.Second, HeartbeatInterval: 300 * time.Millisecond, MaxWait: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(f.ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Fetching is what makes a kafka-go reader join; what it reads is never committed.
+		for ctx.Err() == nil {
+			if _, err := member.FetchMessage(ctx); err != nil {
+				return
+			}
+		}
+	}()
+	once := sync.Once{}
+	leave = func() { once.Do(func() { cancel(); <-done; _ = member.Close() }) }
+	t.Cleanup(leave)
+	cl := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 10 * time.Second}
+	eventually(t, 30*time.Second, fmt.Sprintf("%d members in %s", want, group), func() string {
+		n, err := groupMembers(f.ctx, cl, group)
+		if err != nil || n < want {
+			return fmt.Sprintf("%d members (%v)", n, err)
+		}
+		return ""
+	})
+	return leave
+}
+
+// waitPaused waits until the channel carries a pause annotation for uid and returns its value.
+func (f *fixture) waitPaused(name, uid string) string {
+	f.t.Helper()
+	var token string
+	eventually(f.t, 30*time.Second, "pause annotation set", func() string {
+		token = f.channel(name).Annotations[v1alpha1.PauseAnnotation(uid)]
+		if token == "" {
+			return "not paused"
+		}
+		return ""
+	})
+	return token
+}
+
+func (f *fixture) waitResetOffsetGone(name string) {
+	f.t.Helper()
+	eventually(f.t, 30*time.Second, "ResetOffset "+name+" gone", func() string {
+		ro := &v1alpha1.ResetOffset{}
+		err := k8s.Get(f.ctx, client.ObjectKey{Namespace: f.chNS, Name: name}, ro)
+		if apierrors.IsNotFound(err) {
+			return ""
+		}
+		return fmt.Sprintf("still there (%v): finalizers %v, deletion %v", err, ro.Finalizers, ro.DeletionTimestamp)
+	})
+}
+
+func (f *fixture) deleteResetOffset(name string) {
+	f.t.Helper()
+	if err := k8s.Delete(f.ctx, &v1alpha1.ResetOffset{ObjectMeta: metav1.ObjectMeta{Namespace: f.chNS, Name: name}}); err != nil {
+		f.t.Fatalf("deleting ResetOffset %s: %v", name, err)
+	}
+}
+
+// TestResetOffsetDeletedMidResetResumesDelivery: a user deletes a reset that waits for a pause
+// that never comes (a member outside the dispatcher holds the group). Deleting it must lift the
+// pause, although the API server bumps metadata.generation when it sets deletionTimestamp on an
+// object with finalizers, and the subscriber must get events again.
+func TestResetOffsetDeletedMidResetResumesDelivery(t *testing.T) {
+	k := kafkatest.Start(t)
+	f := startFixture(t, fixtureOpts{
+		secret: map[string]string{"brokers": k.BootstrapServers()},
+		env:    map[string]string{"RESET_OFFSET_TIMEOUT": "10m"},
+	})
+	const name, uid = "deleted", "uid-d"
+	sink := newRecordingSink(t)
+	f.createChannel(name, func(ch *v1beta1.KafkaChannel) {
+		ch.Spec.NumPartitions = 2
+		ch.Spec.Subscribers = []v1beta1.SubscriberSpec{{UID: uid, Generation: 1, SubscriberURI: ptrTo(sink.URL)}}
+	})
+	f.waitCondition(name, v1beta1.ConditionTopicReady, metav1.ConditionTrue, "TopicReady")
+	d := runDispatcher(t, f, name, k.Brokers)
+	eventually(t, 30*time.Second, "subscriber ready", func() string {
+		if st, _ := d.State(uid); st.Ready != dispatcher.ReadyTrue {
+			return fmt.Sprintf("%+v", st)
+		}
+		return ""
+	})
+	topic, group := naming.Topic(f.chNS, name), naming.GroupID(f.chNS, name, uid)
+	leave := holdGroup(t, f, k.Brokers, group, topic, 2)
+
+	if err := k8s.Create(f.ctx, resetOffset(f.chNS, "stuck", v1alpha1.Ref{KafkaChannel: name, SubscriberUID: uid}, "earliest")); err != nil {
+		t.Fatal(err)
+	}
+	f.waitPaused(name, uid)
+	cl := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second}
+	eventually(t, 30*time.Second, "the dispatcher's member gone, the outside one left", func() string {
+		if n, err := groupMembers(f.ctx, cl, group); err != nil || n != 1 {
+			return fmt.Sprintf("%d members (%v)", n, err)
+		}
+		return ""
+	})
+
+	f.deleteResetOffset("stuck")
+	f.waitNoPause(name, uid)
+	f.waitResetOffsetGone("stuck")
+
+	// With the outside member gone, the dispatcher's member is the group again.
+	leave()
+	produceAt(t, k.Brokers, topic, time.Now(), 0, 4)
+	eventually(t, 60*time.Second, "delivery resumed", func() string {
+		got := sink.counts()
+		for i := 0; i < 4; i++ {
+			if got[fmt.Sprintf("e%d", i)] == 0 {
+				return fmt.Sprintf("e%d missing; got %v", i, got)
+			}
+		}
+		return ""
+	})
+}
+
+// TestResetOffsetLiftsThePauseOnEveryWayOut: every way a reset in progress can end, with the
+// group held by a member outside the dispatcher so the pause is never acknowledged by itself,
+// leaves the channel without the pause annotation.
+func TestResetOffsetLiftsThePauseOnEveryWayOut(t *testing.T) {
+	k := kafkatest.Start(t)
+	f := startFixture(t, fixtureOpts{
+		secret: map[string]string{"brokers": k.BootstrapServers()},
+		env:    map[string]string{"RESET_OFFSET_TIMEOUT": "10m"},
+	})
+	cases := []struct {
+		name string
+		// act ends the reset in progress; leave makes the outside member leave the group.
+		act func(t *testing.T, ch, ro string, leave func())
+	}{
+		{"subscriber removed from the channel", func(t *testing.T, ch, ro string, _ func()) {
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				c := f.channel(ch)
+				c.Spec.Subscribers = nil
+				return k8s.Update(f.ctx, c)
+			}); err != nil {
+				t.Fatal(err)
+			}
+			f.waitResetOffset(ro, metav1.ConditionFalse, reasonSubscriberGone)
+		}},
+		{"channel deleted", func(t *testing.T, ch, ro string, _ func()) {
+			if err := k8s.Delete(f.ctx, f.channel(ch)); err != nil {
+				t.Fatal(err)
+			}
+			f.waitResetOffset(ro, metav1.ConditionFalse, reasonChannelGone)
+		}},
+		{"manager restarted, then the group empties", func(t *testing.T, _, ro string, leave func()) {
+			f.stopManager()
+			leave()
+			f.startManager()
+			f.waitResetOffset(ro, metav1.ConditionTrue, reasonSucceeded)
+		}},
+		{"ResetOffset deleted while no manager runs", func(t *testing.T, _, ro string, _ func()) {
+			f.stopManager()
+			f.deleteResetOffset(ro)
+			f.startManager()
+			f.waitResetOffsetGone(ro)
+		}},
+	}
+	for i, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			name, uid, ro := fmt.Sprintf("way-%d", i), fmt.Sprintf("uid-w%d", i), fmt.Sprintf("reset-%d", i)
+			f.createChannel(name, func(ch *v1beta1.KafkaChannel) {
+				ch.Spec.NumPartitions = 2
+				ch.Spec.Subscribers = []v1beta1.SubscriberSpec{{UID: uid, Generation: 1, SubscriberURI: ptrTo("http://127.0.0.1:1/")}}
+			})
+			f.waitCondition(name, v1beta1.ConditionTopicReady, metav1.ConditionTrue, "TopicReady")
+			topic, group := naming.Topic(f.chNS, name), naming.GroupID(f.chNS, name, uid)
+			leave := holdGroup(t, f, k.Brokers, group, topic, 1)
+			if err := k8s.Create(f.ctx, resetOffset(f.chNS, ro, v1alpha1.Ref{KafkaChannel: name, SubscriberUID: uid}, "earliest")); err != nil {
+				t.Fatal(err)
+			}
+			f.waitPaused(name, uid)
+			c.act(t, name, ro, leave)
+			f.waitNoPause(name, uid)
+		})
+	}
+}
+
+// TestResetOffsetReleasesAPauseItsStatusDoesNotName: a manager that set the pause annotation and
+// stopped before it wrote the ResetOffset's status (or an earlier version, whose token carried
+// the generation) must still lift the pause when the ResetOffset is deleted.
+func TestResetOffsetReleasesAPauseItsStatusDoesNotName(t *testing.T) {
+	k := kafkatest.Start(t)
+	f := startFixture(t, fixtureOpts{secret: map[string]string{"brokers": k.BootstrapServers()}})
+	const name, uid = "orphan", "uid-o"
+	f.createChannel(name, func(ch *v1beta1.KafkaChannel) {
+		ch.Spec.Subscribers = []v1beta1.SubscriberSpec{{UID: uid, Generation: 1, SubscriberURI: ptrTo("http://127.0.0.1:1/")}}
+	})
+	f.waitCondition(name, v1beta1.ConditionTopicReady, metav1.ConditionTrue, "TopicReady")
+	f.stopManager()
+
+	// The state such a manager leaves: a finalizer, an empty status, and the annotation.
+	ro := resetOffset(f.chNS, "half-done", v1alpha1.Ref{KafkaChannel: name, SubscriberUID: uid}, "earliest")
+	controllerutil.AddFinalizer(ro, ResetOffsetFinalizer)
+	if err := k8s.Create(f.ctx, ro); err != nil {
+		t.Fatal(err)
+	}
+	ch := f.channel(name)
+	ch.Annotations = map[string]string{v1alpha1.PauseAnnotation(uid): fmt.Sprintf("%s.%d", ro.UID, ro.Generation)}
+	if err := k8s.Update(f.ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	f.deleteResetOffset("half-done")
+	f.startManager()
+	f.waitResetOffsetGone("half-done")
+	f.waitNoPause(name, uid)
 }

@@ -85,6 +85,9 @@ type fixture struct {
 	opNS string
 	chNS string
 	cfg  Config
+	logs *memLog
+	// stop ends the running manager and waits for it; nil when none runs.
+	stop func()
 }
 
 type fixtureOpts struct {
@@ -130,18 +133,28 @@ func startFixture(t *testing.T, o fixtureOpts) *fixture {
 
 	// The manager's goroutines may log after the test has returned, which testing forbids:
 	// keep the log in memory and print it only when the test failed.
-	logs := &memLog{}
+	f.logs = &memLog{}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Log("manager log:\n" + logs.String())
+			t.Log("manager log:\n" + f.logs.String())
 		}
 	})
+	t.Cleanup(f.stopManager)
+	f.startManager()
+	return f
+}
+
+// startManager runs a fresh manager with both reconcilers over the fixture's namespaces; a
+// test that stops the previous one first plays a manager restart.
+func (f *fixture) startManager() {
+	t := f.t
+	t.Helper()
 	mgr, err := ctrl.NewManager(restCfg, ctrl.Options{
 		Scheme:     testSchem,
 		Metrics:    metricsserver.Options{BindAddress: "0"},
-		Cache:      CacheOptions(cfg, f.chNS),
+		Cache:      CacheOptions(f.cfg, f.chNS),
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-		Logger:     logs.logger(),
+		Logger:     f.logs.logger(),
 	})
 	if err != nil {
 		t.Fatalf("manager: %v", err)
@@ -150,7 +163,7 @@ func startFixture(t *testing.T, o fixtureOpts) *fixture {
 		Client:        mgr.GetClient(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder(FieldManager),
-		Config:        cfg,
+		Config:        f.cfg,
 		RetryInterval: 500 * time.Millisecond,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
@@ -160,12 +173,13 @@ func startFixture(t *testing.T, o fixtureOpts) *fixture {
 		Client:       mgr.GetClient(),
 		APIReader:    mgr.GetAPIReader(),
 		Recorder:     mgr.GetEventRecorder(FieldManager),
-		Config:       cfg,
+		Config:       f.cfg,
 		PollInterval: 200 * time.Millisecond,
 	}
 	if err := ro.SetupWithManager(mgr); err != nil {
 		t.Fatalf("setup: %v", err)
 	}
+	ctx, cancel := context.WithCancel(f.ctx)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -173,8 +187,16 @@ func startFixture(t *testing.T, o fixtureOpts) *fixture {
 			t.Errorf("manager stopped: %v", err)
 		}
 	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return f
+	f.stop = func() { cancel(); <-done }
+}
+
+// stopManager stops the running manager, as a crash or a rollout would, and waits until it
+// has stopped reconciling.
+func (f *fixture) stopManager() {
+	if f.stop != nil {
+		f.stop()
+		f.stop = nil
+	}
 }
 
 func (f *fixture) writeSecret(data map[string]string) {

@@ -2,6 +2,7 @@ package v1alpha1
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -29,8 +30,20 @@ const PauseAnnotationPrefix = "kafka.eventing.knative.dev/pause."
 // PauseAnnotation is the KafkaChannel annotation key that pauses the subscriber with uid.
 func PauseAnnotation(uid string) string { return PauseAnnotationPrefix + uid }
 
-// PauseToken is the value of the pause annotation a ResetOffset sets: its uid and generation.
-func PauseToken(ro *ResetOffset) string { return fmt.Sprintf("%s.%d", ro.UID, ro.Generation) }
+// PauseToken is the value of the pause annotation a ResetOffset sets: its uid. Nothing that can
+// change during the reset may be part of it: the API server bumps metadata.generation when it
+// marks an object with finalizers for deletion, and a token carrying the generation (as earlier
+// versions wrote, "<uid>.<generation>") no longer matched when the deleted ResetOffset came to
+// lift its pause.
+func PauseToken(ro *ResetOffset) string { return string(ro.UID) }
+
+// HoldsPause reports whether token, the value of a pause annotation, was set by ro: in the
+// current form or the "<uid>.<generation>" form of earlier versions, so a pause set before an
+// upgrade is still lifted by the ResetOffset that set it.
+func HoldsPause(ro *ResetOffset, token string) bool {
+	uid, _, _ := strings.Cut(token, ".")
+	return ro.UID != "" && uid == string(ro.UID)
+}
 
 // ResetOffsetSpec is what to reset: whose position, and to when. It is immutable: a new reset
 // is a new ResetOffset.

@@ -34,10 +34,35 @@ func TestPauseAnnotationIsAValidKey(t *testing.T) {
 	if name := key[len("kafka.eventing.knative.dev/"):]; len(name) > 63 {
 		t.Errorf("annotation name %q longer than 63 characters", name)
 	}
-	// The token tells generations apart, so a dispatcher log names the exact reset.
+}
+
+// TestPauseToken: the token names the ResetOffset whatever its generation, which the API server
+// bumps when it marks the object for deletion, and a token written by an earlier version (uid
+// and generation) still counts as the ResetOffset's own.
+func TestPauseToken(t *testing.T) {
 	ro := &ResetOffset{}
-	ro.UID, ro.Generation = "abc", 2
-	if got := PauseToken(ro); got != "abc.2" {
-		t.Errorf("PauseToken = %q, want abc.2", got)
+	ro.UID, ro.Generation = "7d1a2d0e-0b8a-4bde-9c55-000000000001", 1
+	token := PauseToken(ro)
+	ro.Generation = 2 // deletionTimestamp set on an object with finalizers
+	cases := []struct {
+		name, token string
+		held        bool
+	}{
+		{"set before the generation changed", token, true},
+		{"set now", PauseToken(ro), true},
+		{"earlier versions' form, first generation", "7d1a2d0e-0b8a-4bde-9c55-000000000001.1", true},
+		{"earlier versions' form, other generation", "7d1a2d0e-0b8a-4bde-9c55-000000000001.7", true},
+		{"another ResetOffset", "7d1a2d0e-0b8a-4bde-9c55-000000000002", false},
+		{"another ResetOffset, earlier form", "7d1a2d0e-0b8a-4bde-9c55-000000000002.1", false},
+		{"a prefix of the uid", "7d1a2d0e", false},
+		{"empty", "", false},
+	}
+	for _, c := range cases {
+		if got := HoldsPause(ro, c.token); got != c.held {
+			t.Errorf("%s: HoldsPause(%q) = %v, want %v", c.name, c.token, got, c.held)
+		}
+	}
+	if HoldsPause(&ResetOffset{}, "") {
+		t.Error("a ResetOffset without uid holds the empty token")
 	}
 }

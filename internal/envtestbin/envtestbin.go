@@ -53,6 +53,15 @@ func Find() (dir, skip string) {
 	return dir, ""
 }
 
+// Require skips t unless the envtest binaries can run, and returns their directory: Find and
+// Skip in one, for tests in packages without a TestMain that calls Find.
+func Require(t testing.TB) string {
+	t.Helper()
+	dir, reason := Find()
+	Skip(t, reason)
+	return dir
+}
+
 // Skip skips t when reason (from Find) is not empty.
 func Skip(t testing.TB, reason string) {
 	t.Helper()

@@ -23,6 +23,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
 	"github.com/kafkachannel/kafkachannel/internal/testlog"
@@ -117,13 +118,7 @@ func fakeDeployment(name string, replicas int32) *appsv1.Deployment {
 // resolution, ports, readiness, status, restarts, live ConfigMap updates, scaling, rolling,
 // failing pods, deletion and the receiver Service proxy.
 func TestNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("needs kube-apiserver and etcd")
-	}
-	assets := EnvtestAssets()
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
-	}
+	assets := envtestbin.Require(t)
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", filepath.Join(bin, "fakepod"), "./testdata/fakepod")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -3,7 +3,6 @@ package oidc
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -12,23 +11,15 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-)
 
-const defaultAssets = "/root/.cache/kafkachannel/envtest/k8s/1.35.4-linux-amd64"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+)
 
 // startAPIServer is a real kube-apiserver: it signs service-account tokens and publishes its
 // keys through OIDC discovery, as in a cluster.
 func startAPIServer(t *testing.T) (*envtest.Environment, kubernetes.Interface) {
 	t.Helper()
-	if testing.Short() {
-		t.Skip("starts a kube-apiserver")
-	}
-	if os.Getenv("KUBEBUILDER_ASSETS") == "" {
-		if _, err := os.Stat(defaultAssets); err != nil {
-			t.Skip("KUBEBUILDER_ASSETS is not set: make envtest")
-		}
-		t.Setenv("KUBEBUILDER_ASSETS", defaultAssets)
-	}
+	envtestbin.Require(t)
 	env := &envtest.Environment{}
 	cfg, err := env.Start()
 	if err != nil {

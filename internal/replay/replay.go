@@ -59,10 +59,19 @@ func CheckGroupEmpty(ctx context.Context, c *kafka.Client, group string) error {
 	return fmt.Errorf("describing consumer group %s: not in the answer", group)
 }
 
-// Partitions lists the partitions of topic, asking the broker fresh (the Transport's metadata
-// cache may be stale).
+// Partitions lists the partitions of topic as the brokers know them now. c's Transport would
+// answer Metadata from its cache (kafka-go serves metadata requests from the layout it refreshes
+// every MetadataTTL, up to 30 s here), which can predate a partition increase: a subscription
+// that starts from such a list takes the missing partitions for newer than itself and reads
+// them from their beginning. So the request goes through a Transport of its own, whose first
+// act is to fetch the metadata.
 func Partitions(ctx context.Context, c *kafka.Client, topic string) ([]int, error) {
-	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	fresh, done, err := freshClient(c, topic)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	md, err := fresh.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
 		return nil, fmt.Errorf("reading metadata of %s: %w", topic, err)
 	}
@@ -84,6 +93,26 @@ func Partitions(ctx context.Context, c *kafka.Client, topic string) ([]int, erro
 		return ps, nil
 	}
 	return nil, fmt.Errorf("topic %s not found", topic)
+}
+
+// freshClient is c with a new Transport configured as c's (dialer, TLS, SASL, client id) and
+// keeping the metadata of topic only; done closes its connections.
+func freshClient(c *kafka.Client, topic string) (fresh *kafka.Client, done func(), err error) {
+	var base *kafka.Transport
+	switch t := c.Transport.(type) {
+	case nil:
+		base = &kafka.Transport{}
+	case *kafka.Transport:
+		base = t
+	default:
+		return nil, nil, fmt.Errorf("reading fresh metadata of %s: cannot copy a Transport of type %T", topic, c.Transport)
+	}
+	t := &kafka.Transport{
+		Dial: base.Dial, DialTimeout: base.DialTimeout, ClientID: base.ClientID,
+		TLS: base.TLS, SASL: base.SASL, Resolver: base.Resolver, Context: base.Context,
+		MetadataTopics: []string{topic},
+	}
+	return &kafka.Client{Addr: c.Addr, Transport: t, Timeout: c.Timeout}, t.CloseIdleConnections, nil
 }
 
 // Committed returns the group's committed offset of each partition (-1: none).

@@ -3,11 +3,15 @@ package replay
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -80,9 +84,8 @@ func TestCommitOnlyToAnEmptyGroup(t *testing.T) {
 	c := topicWithRecords(t, k, "ns.commit", time.Now().Add(-time.Minute))
 	ctx := context.Background()
 	const group = "kafka.ns.commit.uid"
-	if err := CheckGroupEmpty(ctx, c, group); err != nil {
-		t.Fatalf("a group nobody joined: %v", err)
-	}
+	// Apache Kafka answers NOT_COORDINATOR until it has loaded the group's offsets partition.
+	poll.Eventually(t, 30*time.Second, "a group nobody joined reported empty", func() error { return CheckGroupEmpty(ctx, c, group) })
 	if err := Commit(ctx, c, group, "ns.commit", Offsets{0: 3, 1: 7}); err != nil {
 		t.Fatalf("commit to an empty group: %v", err)
 	}
@@ -109,4 +112,117 @@ func TestCommitOnlyToAnEmptyGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll.Eventually(t, 30*time.Second, "group empty after the member left", func() error { return CheckGroupEmpty(ctx, c, group) })
+}
+
+// deleteRecordsBefore moves each partition's log start to the given offset, as retention does
+// when it deletes the head of a log (DeleteRecords, which kafka-go has no call for).
+func deleteRecordsBefore(t *testing.T, k *kafkatest.Kafka, topic string, before Offsets) {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(k.Brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	req := kmsg.NewPtrDeleteRecordsRequest()
+	req.TimeoutMillis = 10_000
+	rt := kmsg.NewDeleteRecordsRequestTopic()
+	rt.Topic = topic
+	for _, p := range before.Partitions() {
+		rp := kmsg.NewDeleteRecordsRequestTopicPartition()
+		rp.Partition, rp.Offset = int32(p), before[p]
+		rt.Partitions = append(rt.Partitions, rp)
+	}
+	req.Topics = append(req.Topics, rt)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := req.RequestWith(ctx, cl)
+	if err != nil {
+		t.Fatalf("deleting records: %v", err)
+	}
+	for _, tp := range res.Topics {
+		for _, p := range tp.Partitions {
+			if err := kerr.ErrorForCode(p.ErrorCode); err != nil || p.LowWatermark != before[int(p.Partition)] {
+				t.Fatalf("deleting records of %s/%d: %v, log start %d", topic, p.Partition, err, p.LowWatermark)
+			}
+		}
+	}
+}
+
+// TestResolveAfterTheHeadIsDeleted: once retention (here DeleteRecords) has deleted the head of
+// a log, "earliest" is where the log now starts, not 0. kafka-go files the broker's answer to an
+// earliest query under LastOffset, because the broker answers it with timestamp -1.
+func TestResolveAfterTheHeadIsDeleted(t *testing.T) {
+	k := kafkatest.Start(t)
+	topic := "ns.head-deleted-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Second)
+	c := topicWithRecords(t, k, topic, t0)
+	deleteRecordsBefore(t, k, topic, Offsets{0: 4, 1: 7})
+	ctx := context.Background()
+	cases := []struct {
+		name   string
+		target Target
+		want   Offsets
+	}{
+		{"earliest", Target{Earliest: true}, Offsets{0: 4, 1: 7}},
+		{"before every record", Target{At: t0.Add(-time.Minute)}, Offsets{0: 4, 1: 7}},
+		{"a deleted record's time", Target{At: t0.Add(2 * time.Second)}, Offsets{0: 4, 1: 7}},
+		{"a kept record's time", Target{At: t0.Add(8 * time.Second)}, Offsets{0: 8, 1: 8}},
+		{"latest", Target{Latest: true}, Offsets{0: 10, 1: 10}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Resolve(ctx, c, topic, []int{0, 1}, tc.target)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got[0] != tc.want[0] || got[1] != tc.want[1] {
+				t.Errorf("Resolve = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	t.Run("List with FirstOffsetOf", func(t *testing.T) {
+		got, err := List(ctx, c, topic, []int{0, 1}, kafka.FirstOffsetOf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[0].FirstOffset != 4 || got[1].FirstOffset != 7 {
+			t.Errorf("FirstOffset = %d, %d; want 4, 7", got[0].FirstOffset, got[1].FirstOffset)
+		}
+	})
+}
+
+// TestPartitionsSeesAnIncreaseAtOnce: a client whose Transport cached the topic's metadata
+// before partitions were added must still be told about them: a subscription that starts from
+// a stale partition list starts the missing partitions at their beginning, delivering events
+// from before it existed.
+func TestPartitionsSeesAnIncreaseAtOnce(t *testing.T) {
+	k := kafkatest.Start(t)
+	topic := "ns.grown-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	topicWithRecords(t, k, topic, time.Now())
+	// The cache never refreshes by itself during the test.
+	c := &kafka.Client{Addr: kafka.TCP(k.Brokers...), Timeout: 10 * time.Second,
+		Transport: &kafka.Transport{MetadataTTL: time.Hour, MetadataTopics: []string{topic}}}
+	ctx := context.Background()
+	if parts, err := Partitions(ctx, c, topic); err != nil || len(parts) != 2 {
+		t.Fatalf("partitions before = %v %v", parts, err)
+	}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(md.Topics) != 1 || len(md.Topics[0].Partitions) != 2 {
+		t.Fatalf("warming the Transport's cache: %v %+v", err, md)
+	}
+	res, err := c.CreatePartitions(ctx, &kafka.CreatePartitionsRequest{Topics: []kafka.TopicPartitionsConfig{{Name: topic, Count: 4}}})
+	if err != nil || res.Errors[topic] != nil {
+		t.Fatalf("adding partitions: %v %v", err, res)
+	}
+	// A real cluster's brokers learn of the change a moment after the controller confirms it.
+	poll.Eventually(t, 10*time.Second, "the new partitions listed", func() error {
+		parts, err := Partitions(ctx, c, topic)
+		if err != nil {
+			return err
+		}
+		if len(parts) != 4 {
+			return fmt.Errorf("partitions %v, want 4 of them", parts)
+		}
+		return nil
+	})
 }

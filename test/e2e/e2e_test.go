@@ -11,9 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -31,6 +29,7 @@ import (
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -65,10 +64,7 @@ func startStackOn(t *testing.T, apache *apachekafka.Options, env map[string]stri
 	if testing.Short() {
 		t.Skip("end-to-end: needs kube-apiserver, etcd and the built binaries")
 	}
-	assets := localstack.EnvtestAssets()
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
-	}
+	envtestbin.Require(t)
 	bin := buildBinaries(t)
 	log := testlog.New(t)
 	ctrllog.SetLogger(log)

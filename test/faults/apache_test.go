@@ -17,6 +17,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/poll"
@@ -46,10 +47,7 @@ func getApacheWorld(t *testing.T) *world {
 	if os.Getenv("KAFKA_BOOTSTRAP_SERVERS") != "" {
 		t.Skip("fault suite: needs brokers of its own (it kills them)")
 	}
-	assets := localstack.EnvtestAssets()
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
-	}
+	envtestbin.Require(t)
 	apacheOnce.Do(func() { apacheShared, apacheErr = startApacheWorld() })
 	if apacheErr != nil {
 		t.Fatalf("starting the local stack on Apache Kafka: %v", apacheErr)

@@ -18,6 +18,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/localstack"
@@ -134,10 +135,7 @@ func getWorld(t *testing.T) *world {
 	if apacheMode() {
 		t.Skip("KAFKA=apache runs the scenarios on real brokers (TestApache*); this one is for the embedded Kafka")
 	}
-	assets := localstack.EnvtestAssets()
-	if _, err := os.Stat(filepath.Join(assets, "kube-apiserver")); err != nil {
-		t.Skipf("kube-apiserver is not in %s: run `make envtest` or set KUBEBUILDER_ASSETS", assets)
-	}
+	envtestbin.Require(t)
 	worldOnce.Do(func() { shared, worldErr = startWorld() })
 	if worldErr != nil {
 		t.Fatalf("starting the local stack: %v", worldErr)
