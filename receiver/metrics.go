@@ -73,3 +73,12 @@ func newMetrics(reg prometheus.Registerer, budget *byteBudget) (*metrics, error)
 	}
 	return m, nil
 }
+
+// forget deletes every series of a channel, once it is deleted: channels come and go, and
+// their series must not stay behind, in the receiver's memory and in every scrape.
+func (m *metrics) forget(channel string) {
+	l := prometheus.Labels{"channel": channel}
+	m.events.DeletePartialMatch(l)
+	m.requestLatency.DeletePartialMatch(l)
+	m.produceLatency.DeletePartialMatch(l)
+}

@@ -104,6 +104,8 @@ type Receiver struct {
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
 	budget     *byteBudget
+	// unwatch stops forgetting the metrics of deleted channels, at Shutdown.
+	unwatch func()
 
 	mu      sync.Mutex
 	srvs    []*http.Server
@@ -151,6 +153,7 @@ func New(cfg Config) (*Receiver, error) {
 		tracer:     otel.Tracer(tracerName),
 		propagator: incomingPropagator(),
 		budget:     budget,
+		unwatch:    cfg.Channels.OnDelete(m.forget),
 	}, nil
 }
 
@@ -179,6 +182,11 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	label := strconv.Itoa(code)
 	r.metrics.events.WithLabelValues(channel, label).Inc()
 	r.metrics.requestLatency.WithLabelValues(channel, label).Observe(time.Since(start).Seconds())
+	if channel != unknownChannel && !r.cfg.Channels.has(channel) {
+		// The channel was deleted while this request was in flight, after its series were
+		// forgotten: the lines above made them anew.
+		r.metrics.forget(channel)
+	}
 
 	if code == http.StatusAccepted {
 		w.WriteHeader(code)
@@ -414,6 +422,7 @@ func (r *Receiver) Run(ctx context.Context, addr, tlsAddr string, grace time.Dur
 // than once; later calls return the first result.
 func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.shutdownOnce.Do(func() {
+		r.unwatch()
 		r.mu.Lock()
 		r.closed = true
 		srvs := r.srvs
