@@ -2,15 +2,18 @@ package receiver
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -201,5 +204,50 @@ func TestStalledBodyIsCutOff(t *testing.T) {
 	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Errorf("stalled body: %d, want 408", resp.StatusCode)
+	}
+}
+
+// TestReadBodySizes reads bodies around the buffer's growth steps, with and without a
+// Content-Length: each arrives intact, holds no more of the budget than its buffer, and a
+// body over the limit is a 413 whichever way it is sent.
+func TestReadBodySizes(t *testing.T) {
+	const limit = 256 << 10
+	r, err := New(Config{Channels: NewIndex(), Writer: &kafka.Writer{Addr: kafka.TCP("127.0.0.1:1")}, MaxBodyBytes: limit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, size := range []int{0, 1, firstChunk - 1, firstChunk, firstChunk + 1, growChunk - 1, growChunk, growChunk + 1, 200_000, limit, limit + 1} {
+		for _, chunked := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%d bytes, chunked=%v", size, chunked), func(t *testing.T) {
+				sent := bytes.Repeat([]byte("0123456789abcdef"), size/16+1)[:size]
+				req := httptest.NewRequest(http.MethodPost, "http://receiver/ns/ch", bytes.NewReader(sent))
+				if chunked {
+					req.ContentLength = -1
+				}
+				body, taken, rej := r.readBody(httptest.NewRecorder(), req)
+				r.budget.give(taken)
+				if size > limit {
+					if rej == nil || rej.code != http.StatusRequestEntityTooLarge {
+						t.Fatalf("over the limit: %v, want 413", rej)
+					}
+					return
+				}
+				if rej != nil {
+					t.Fatalf("rejected: %v", rej)
+				}
+				if !bytes.Equal(body, sent) {
+					t.Fatalf("read %d bytes, differing from the %d sent", len(body), size)
+				}
+				if taken != int64(cap(body)) {
+					t.Errorf("%d bytes taken from the budget for a buffer of %d", taken, cap(body))
+				}
+				if !chunked && cap(body) != size {
+					t.Errorf("buffer of %d for a body of announced length %d", cap(body), size)
+				}
+			})
+		}
+	}
+	if used := r.budget.used.Load(); used != 0 {
+		t.Errorf("%d bytes of budget not given back", used)
 	}
 }
