@@ -24,6 +24,9 @@ const (
 	// firstChunk is all a request holds until its first body bytes arrive, so a connection
 	// that sends headers only costs next to nothing.
 	firstChunk = 512
+	// smallBody is read into one buffer of its announced size from the start: little to
+	// hold for an idle request, and most events are this small.
+	smallBody = 4 << 10
 	// growChunk is the buffer once bytes flow, or the whole body when smaller: the common
 	// event (a few KiB to tens of KiB) is read into one allocation of its exact size.
 	growChunk = 64 << 10
@@ -160,6 +163,8 @@ func (r *Receiver) endOfBody(in io.Reader, body []byte, taken int64) ([]byte, in
 // nextSize is the buffer size after cur, for a body of at most most bytes.
 func nextSize(cur, most int64) int64 {
 	switch {
+	case cur == 0 && most <= smallBody:
+		return most
 	case cur == 0:
 		return min(firstChunk, most)
 	case cur < growChunk:
