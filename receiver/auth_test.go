@@ -1,9 +1,11 @@
 package receiver
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -21,6 +23,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
+	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 func serviceAccount(t *testing.T, cs kubernetes.Interface, ns, name string) {
@@ -51,7 +54,7 @@ func TestSenderAuthentication(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	policies, err := WatchPolicies(ctx, restCfg)
+	policies, err := WatchPolicies(ctx, restCfg, 0, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,5 +156,118 @@ spec:
 	}
 	if want := []string{"same-namespace", "policy-allows"}; !slices.Equal(ids, want) {
 		t.Errorf("events in Kafka: %v, want only %v", ids, want)
+	}
+}
+
+// TestSenderRefusedBeforeBody is issue 22's defect 4 with OIDC on: a sender that no policy
+// (or the default mode) can admit is refused on its headers alone, without the receiver
+// waiting for (and holding) the body it announced; a sender a policy names, whose filters
+// look at the event, is still judged on the decoded event.
+func TestSenderRefusedBeforeBody(t *testing.T) {
+	k := kafkatest.Start(t)
+	createChannel(t, k, "gate", "guarded", 1, true)
+	createChannel(t, k, "gate", "open", 1, true)
+	cs, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serviceAccount(t, cs, "gate", "producer")
+	serviceAccount(t, cs, "gate", "bystander")
+	serviceAccount(t, cs, "outside", "intruder")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	policies, err := WatchPolicies(ctx, restCfg, 0, testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := oidc.NewAPIServerKeys(restCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := features.NewLive(features.Flags{TransportEncryption: features.EncryptionDisabled, OIDC: true, DefaultAuthorization: features.AllowSameNamespace})
+	r := startReceiver(t, k, func(c *Config) {
+		c.Features = live
+		c.Auth = &Auth{Verifier: &oidc.Verifier{Source: keys}, Policies: policies}
+	})
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(`
+apiVersion: eventing.knative.dev/v1alpha1
+kind: EventPolicy
+metadata: {namespace: gate, name: orders-from-producer}
+spec:
+  to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: guarded}}]
+  from: [{sub: "system:serviceaccount:gate:producer"}]
+  filters: [{prefix: {type: order.}}]
+`), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the policy in the receiver's index", func() error {
+		if len(policies.For(Channel{Namespace: "gate", Name: "guarded"})) != 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	tokens := &oidc.TokenProvider{Client: cs}
+	bearer := func(ns, sa, channel string) string {
+		t.Helper()
+		tok, err := tokens.Token(ctx, ns, sa, naming.ChannelAudience("gate", channel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "Bearer " + tok
+	}
+
+	// Headers announcing 1 MiB, and no body: the answer must come without it.
+	refused := []struct {
+		name, channel, authorization string
+		code                         int
+		inBody                       string
+	}{
+		{name: "no token", channel: "guarded", code: 401, inBody: "no Authorization header"},
+		{name: "not named by the policy", channel: "guarded", authorization: bearer("gate", "bystander", "guarded"), code: 403, inBody: "orders-from-producer"},
+		{name: "other namespace, policy", channel: "guarded", authorization: bearer("outside", "intruder", "guarded"), code: 403, inBody: "orders-from-producer"},
+		{name: "other namespace, default mode", channel: "open", authorization: bearer("outside", "intruder", "open"), code: 403, inBody: "allow-same-namespace"},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", r.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() { _ = c.Close() }()
+			head := "POST " + naming.ChannelPath("gate", tc.channel) + " HTTP/1.1\r\nHost: receiver\r\nce-specversion: 1.0\r\nce-id: 1\r\nce-source: /s\r\n" +
+				"ce-type: order.created\r\nContent-Type: text/plain\r\nContent-Length: 1048576\r\n"
+			if tc.authorization != "" {
+				head += "Authorization: " + tc.authorization + "\r\n"
+			}
+			if _, err := c.Write([]byte(head + "\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			// Well before both the body idle timeout and the read timeout would answer.
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatalf("no answer before the body was sent: %v", err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if resp.StatusCode != tc.code || !strings.Contains(string(b), tc.inBody) {
+				t.Errorf("%d %q, want %d containing %q", resp.StatusCode, b, tc.code, tc.inBody)
+			}
+		})
+	}
+
+	// The named sender is judged by the policy's filters on the event itself.
+	for _, tc := range []struct {
+		typ  string
+		code int
+	}{{"order.created", 202}, {"invoice.created", 403}} {
+		h := with(binaryHeaders, "ce-type", tc.typ, "Authorization", bearer("gate", "producer", "guarded"))
+		if code, body := post(t, rawRequest(t, "POST", r.url+naming.ChannelPath("gate", "guarded"), h, "hi")); code != tc.code {
+			t.Errorf("producer sending %s: %d %q, want %d", tc.typ, code, body, tc.code)
+		}
 	}
 }

@@ -38,6 +38,10 @@ type Index struct {
 	mu     sync.RWMutex
 	byName map[string]Channel // "namespace/name"
 	byHost map[string]string  // "<service>.<namespace>" -> "namespace/name"
+	// forgotten are told of every channel deleted, by key, so what is kept per channel
+	// elsewhere (metric series) goes with it.
+	forgotten map[int]func(key string)
+	nextID    int
 }
 
 // NewIndex returns an empty index.
@@ -82,16 +86,53 @@ func (x *Index) SetChannel(ch Channel) {
 	x.byHost[hostKey(naming.ChannelHost(ch.Namespace, ch.Name))] = key
 }
 
-// Delete removes a channel.
+// Delete removes a channel, and tells those registered with OnDelete.
 func (x *Index) Delete(namespace, name string) {
-	x.mu.Lock()
-	defer x.mu.Unlock()
 	key := namespace + "/" + name
+	x.mu.Lock()
+	_, known := x.byName[key]
 	delete(x.byName, key)
 	hk := hostKey(naming.ChannelHost(namespace, name))
 	if x.byHost[hk] == key {
 		delete(x.byHost, hk)
 	}
+	listeners := make([]func(string), 0, len(x.forgotten))
+	for _, f := range x.forgotten {
+		listeners = append(listeners, f)
+	}
+	x.mu.Unlock()
+	if !known {
+		return
+	}
+	for _, f := range listeners {
+		f(key)
+	}
+}
+
+// OnDelete has f called with the key ("namespace/name") of every channel deleted from now
+// on, outside the index's lock; the returned func stops it.
+func (x *Index) OnDelete(f func(key string)) (stop func()) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if x.forgotten == nil {
+		x.forgotten = map[int]func(string){}
+	}
+	id := x.nextID
+	x.nextID++
+	x.forgotten[id] = f
+	return func() {
+		x.mu.Lock()
+		defer x.mu.Unlock()
+		delete(x.forgotten, id)
+	}
+}
+
+// has reports whether the channel with this key ("namespace/name") is known.
+func (x *Index) has(key string) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	_, ok := x.byName[key]
+	return ok
 }
 
 // ByName finds a channel by namespace and name.

@@ -14,12 +14,15 @@ type metrics struct {
 	events         *prometheus.CounterVec
 	requestLatency *prometheus.HistogramVec
 	produceLatency *prometheus.HistogramVec
+	// bodiesReading counts requests between their headers and the end of their body: a high
+	// value with little traffic is senders holding connections open without sending.
+	bodiesReading prometheus.Gauge
 }
 
 // Buckets from 0.25 ms: a produce on loopback with a 1 ms batch timeout takes about 1-3 ms.
 var latencyBuckets = []float64{.00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, budget *byteBudget) (*metrics, error) {
 	m := &metrics{
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "kafkachannel",
@@ -41,14 +44,41 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:      "Time Kafka took to acknowledge (with acks=all) or fail one event's record, by channel and result.",
 			Buckets:   latencyBuckets,
 		}, []string{"channel", "result"}),
+		bodiesReading: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "kafkachannel",
+			Subsystem: "receiver",
+			Name:      "bodies_reading",
+			Help:      "Requests whose headers are in and whose body is being read.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.events, m.requestLatency, m.produceLatency} {
+	bodyBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "kafkachannel",
+		Subsystem: "receiver",
+		Name:      "body_bytes",
+		Help:      "Bytes of request bodies held, taken from the body budget (kafkachannel_receiver_body_budget_bytes); at the budget, new bodies get 503.",
+	}, func() float64 { return float64(budget.used.Load()) })
+	budgetBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "kafkachannel",
+		Subsystem: "receiver",
+		Name:      "body_budget_bytes",
+		Help:      "The most bytes of request bodies held at once (--body-budget-bytes).",
+	}, func() float64 { return float64(budget.limit) })
+	for _, c := range []prometheus.Collector{m.events, m.requestLatency, m.produceLatency, m.bodiesReading, bodyBytes, budgetBytes} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("registering receiver metrics (one receiver per registry): %w", err)
 		}
 	}
 	return m, nil
+}
+
+// forget deletes every series of a channel, once it is deleted: channels come and go, and
+// their series must not stay behind, in the receiver's memory and in every scrape.
+func (m *metrics) forget(channel string) {
+	l := prometheus.Labels{"channel": channel}
+	m.events.DeletePartialMatch(l)
+	m.requestLatency.DeletePartialMatch(l)
+	m.produceLatency.DeletePartialMatch(l)
 }

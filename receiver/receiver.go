@@ -11,8 +11,12 @@
 //   - with authentication-oidc enabled: no valid service-account token for the channel's
 //     audience: 401; a sender no EventPolicy of the channel (or, without any, the default
 //     authorization mode) admits: 403, and nothing is written
+//     (all of this is decided on the headers, before the body is read; policies with
+//     filters judge the decoded event too)
 //   - the channel's topic is not ready (TopicReady not True) or it is being deleted: 503
 //   - a body over Config.MaxBodyBytes: 413
+//   - the bodies held at once would exceed Config.BodyBudgetBytes: 503 with Retry-After
+//   - a body that stops arriving for Config.BodyIdleTimeout: 408
 //   - batched mode (application/cloudevents-batch+json): 415, since a batch could only be
 //     written partly and the contract forbids half-accepting it
 //   - not a valid CloudEvent (binary or structured mode; v1.0 and v0.3, never converted): 400
@@ -42,6 +46,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/kafkachannel/kafkachannel/internal/eventpolicy"
 	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
@@ -73,6 +78,13 @@ type Config struct {
 	Log      logr.Logger
 	// MaxBodyBytes is the largest event body accepted; default DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// BodyBudgetBytes bounds the bytes of all request bodies held at once, from the first
+	// byte read until Kafka has answered; a request that would exceed it gets 503 with
+	// Retry-After. Default DefaultBodyBudget(); at least MaxBodyBytes.
+	BodyBudgetBytes int64
+	// BodyIdleTimeout is how long a body may go without a byte arriving before the request
+	// is answered 408 and its connection closed; default DefaultBodyIdleTimeout.
+	BodyIdleTimeout time.Duration
 	// ProduceTimeout bounds the wait for Kafka; default DefaultProduceTimeout.
 	ProduceTimeout time.Duration
 	// Features is config-features, followed live; nil means its defaults.
@@ -91,6 +103,9 @@ type Receiver struct {
 	metrics    *metrics
 	tracer     trace.Tracer
 	propagator propagation.TextMapPropagator
+	budget     *byteBudget
+	// unwatch stops forgetting the metrics of deleted channels, at Shutdown.
+	unwatch func()
 
 	mu      sync.Mutex
 	srvs    []*http.Server
@@ -116,7 +131,18 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.ProduceTimeout <= 0 {
 		cfg.ProduceTimeout = DefaultProduceTimeout
 	}
-	m, err := newMetrics(cfg.Registry)
+	if cfg.BodyBudgetBytes <= 0 {
+		cfg.BodyBudgetBytes = max(DefaultBodyBudget(), cfg.MaxBodyBytes)
+	}
+	if cfg.BodyBudgetBytes < cfg.MaxBodyBytes {
+		return nil, fmt.Errorf("receiver: the body budget (%d bytes) is smaller than the largest body accepted (%d bytes), which could then never be read",
+			cfg.BodyBudgetBytes, cfg.MaxBodyBytes)
+	}
+	if cfg.BodyIdleTimeout <= 0 {
+		cfg.BodyIdleTimeout = DefaultBodyIdleTimeout
+	}
+	budget := &byteBudget{limit: cfg.BodyBudgetBytes}
+	m, err := newMetrics(cfg.Registry, budget)
 	if err != nil {
 		return nil, err
 	}
@@ -126,6 +152,8 @@ func New(cfg Config) (*Receiver, error) {
 		metrics:    m,
 		tracer:     otel.Tracer(tracerName),
 		propagator: incomingPropagator(),
+		budget:     budget,
+		unwatch:    cfg.Channels.OnDelete(m.forget),
 	}, nil
 }
 
@@ -154,6 +182,11 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	label := strconv.Itoa(code)
 	r.metrics.events.WithLabelValues(channel, label).Inc()
 	r.metrics.requestLatency.WithLabelValues(channel, label).Observe(time.Since(start).Seconds())
+	if channel != unknownChannel && !r.cfg.Channels.has(channel) {
+		// The channel was deleted while this request was in flight, after its series were
+		// forgotten: the lines above made them anew.
+		r.metrics.forget(channel)
+	}
 
 	if code == http.StatusAccepted {
 		w.WriteHeader(code)
@@ -177,7 +210,9 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 }
 
 // handle decides the answer to one request; it writes nothing to w except through
-// http.MaxBytesReader, which needs w to close an oversized connection.
+// http.MaxBytesReader, which needs w to close an oversized connection, and a Retry-After.
+// Everything that can be decided without the body is decided before reading it, so a sender
+// that is refused anyway costs no more than its headers.
 func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.Request, channel *string) (int, string) {
 	if req.Method != http.MethodPost {
 		return http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed: events are sent with POST", req.Method)
@@ -192,18 +227,24 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 		return http.StatusForbidden, fmt.Sprintf("channel %s accepts events over https only (transport-encryption is strict): send to its https address in status.address", ch.Key())
 	}
 	var sender oidc.Identity
+	var judge []*eventpolicy.Policy
 	if f.OIDC {
-		// Before the body is read: an unauthenticated sender costs no more than its headers.
 		var code int
 		var reason string
 		if sender, code, reason = r.authenticate(ctx, req, ch); code != 0 {
+			return code, reason
+		}
+		if judge, code, reason = r.authorizeSender(sender, ch, f); code != 0 {
 			return code, reason
 		}
 	}
 	if !ch.Ready {
 		return http.StatusServiceUnavailable, fmt.Sprintf("channel %s is not ready to accept events: %s", ch.Key(), ch.NotReadyReason)
 	}
-	body, rej := readBody(w, req, r.cfg.MaxBodyBytes)
+	body, taken, rej := r.readBody(w, req)
+	// The body's share of the budget is held until Kafka has answered: the record built
+	// from it lives as long.
+	defer r.budget.give(taken)
 	if rej != nil {
 		return rej.code, rej.reason
 	}
@@ -211,9 +252,9 @@ func (r *Receiver) handle(ctx context.Context, w http.ResponseWriter, req *http.
 	if rej != nil {
 		return rej.code, rej.reason
 	}
-	if f.OIDC {
-		// After decoding: EventPolicy filters look at the event's attributes.
-		if code, reason := r.authorize(sender, ch, e, f); code != 0 {
+	if judge != nil {
+		// Policies that name the sender and filter on the event's attributes.
+		if code, reason := authorizeEvent(judge, sender, ch, e, f); code != 0 {
 			return code, reason
 		}
 	}
@@ -299,10 +340,12 @@ func (r *Receiver) Serve(ln net.Listener) error { return r.serve(ln, false) }
 // serve serves on ln, over TLS with Config.TLS when secure.
 func (r *Receiver) serve(ln net.Listener, secure bool) error {
 	srv := &http.Server{
-		Handler:           r,
-		ReadHeaderTimeout: 10 * time.Second,
-		// Long enough for a 1 MiB body from a slow client, short enough to shed stuck ones.
-		ReadTimeout: time.Minute,
+		Handler: r,
+		// Headers are a few hundred bytes: a sender that cannot send them in 5 s is stuck or
+		// holding the connection on purpose.
+		ReadHeaderTimeout: 5 * time.Second,
+		// The whole request; the body is also cut off after BodyIdleTimeout without a byte.
+		ReadTimeout: bodyTimeout,
 		IdleTimeout: 2 * time.Minute,
 	}
 	r.mu.Lock()
@@ -379,6 +422,7 @@ func (r *Receiver) Run(ctx context.Context, addr, tlsAddr string, grace time.Dur
 // than once; later calls return the first result.
 func (r *Receiver) Shutdown(ctx context.Context) error {
 	r.shutdownOnce.Do(func() {
+		r.unwatch()
 		r.mu.Lock()
 		r.closed = true
 		srvs := r.srvs

@@ -10,7 +10,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -31,6 +30,9 @@ import (
 type options struct {
 	secretDir      string
 	maxBodyBytes   int64
+	bodyBudget     int64
+	bodyIdle       time.Duration
+	policyRecheck  time.Duration
 	batchTimeout   time.Duration
 	batchSize      int
 	produceTimeout time.Duration
@@ -45,6 +47,12 @@ func main() {
 		"directory of the mounted Kafka Secret (env KAFKA_SECRET_DIR)")
 	flag.Int64Var(&o.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes,
 		"largest event body accepted; larger ones get 413; the default is Kafka's default max.message.bytes")
+	flag.Int64Var(&o.bodyBudget, "body-budget-bytes", 0,
+		"most bytes of event bodies held at once; more get 503 with Retry-After; 0: a quarter of GOMEMLIMIT when set, else 64 MiB")
+	flag.DurationVar(&o.bodyIdle, "body-idle-timeout", receiver.DefaultBodyIdleTimeout,
+		"how long a request body may go without a byte arriving before the request is dropped (408)")
+	flag.DurationVar(&o.policyRecheck, "eventpolicy-api-recheck", receiver.DefaultPolicyAPIRecheck,
+		"while the EventPolicy API is not installed, how often to ask whether it has been")
 	flag.DurationVar(&o.batchTimeout, "batch-timeout", receiver.DefaultBatchTimeout,
 		"how long a record waits for others to share its produce request")
 	flag.IntVar(&o.batchSize, "batch-size", receiver.DefaultBatchSize, "most records in one produce request per partition")
@@ -106,24 +114,29 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	auth := &receiver.Auth{Verifier: &oidc.Verifier{Source: keys}}
-	switch auth.Policies, err = receiver.WatchPolicies(ctx, restCfg); {
-	case errors.Is(err, receiver.ErrNoEventPolicyAPI):
-		log.Info("EventPolicies are not installed: with authentication-oidc, default-authorization-mode decides for every channel")
-	case err != nil:
+	policies, err := receiver.WatchPolicies(ctx, restCfg, o.policyRecheck, log)
+	if err != nil {
 		return err
 	}
+	if !policies.Installed() {
+		log.Info("the EventPolicy API is not installed: with authentication-oidc, default-authorization-mode decides for every channel until it is",
+			"recheck", o.policyRecheck.String())
+	}
+	obs.Admin.AddReadinessCheck("eventpolicies", policies.Ready)
+	auth := &receiver.Auth{Verifier: &oidc.Verifier{Source: keys}, Policies: policies}
 	feats := features.Watch(ctx, obs.ConfigDir(), 0, log, obs.Registry)
 	rcv, err := receiver.New(receiver.Config{
-		Channels:       idx,
-		Writer:         writer,
-		Kafka:          kc,
-		Registry:       obs.Registry,
-		Log:            log,
-		MaxBodyBytes:   o.maxBodyBytes,
-		ProduceTimeout: o.produceTimeout,
-		Features:       feats,
-		Auth:           auth,
+		Channels:        idx,
+		Writer:          writer,
+		Kafka:           kc,
+		Registry:        obs.Registry,
+		Log:             log,
+		MaxBodyBytes:    o.maxBodyBytes,
+		BodyBudgetBytes: o.bodyBudget,
+		BodyIdleTimeout: o.bodyIdle,
+		ProduceTimeout:  o.produceTimeout,
+		Features:        feats,
+		Auth:            auth,
 		// https is always served: config-features may turn encryption on at any time, and
 		// the certificate (rotated in place) may arrive after the pod started.
 		TLS: receiver.NewCertReloader(o.tlsDir).TLSConfig(),
