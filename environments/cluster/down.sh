@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Stops the cluster up.sh started (every process by the pid it recorded) and undoes its host
+# changes: pods' sandboxes, mounts, iptables rules and chains, the bridge, cgroups, sysctls and the
+# directories that did not exist before. Safe to run twice, and after a start that failed half way.
+source "$(dirname "$0")/lib.sh"
+[[ $EUID -eq 0 ]] || die "not root: the cluster's processes and host changes belong to root"
+start_time=$SECONDS
+
+# stop NAME: SIGTERM, a grace period, then SIGKILL, for the pid up.sh recorded.
+stop() {
+  local f=$STATE/pids/$1.pid pid
+  [[ -f $f ]] || return 0
+  pid=$(cat "$f")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + ${2:-15}))
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -f "$f"
+}
+
+sandboxes() { ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null | grep -c . || true; }
+
+# Pods first, while kubelet still runs: it stops their sandboxes through the CRI, which runs the
+# CNI DEL that removes their iptables rules and addresses. The controllers go first so nothing
+# replaces the pods.
+stop kube-scheduler
+stop kube-controller-manager
+if pid_alive kube-apiserver && pid_alive kubelet && pid_alive containerd; then
+  log "deleting pods"
+  kc delete pods --all --all-namespaces --grace-period=2 --wait=false >/dev/null 2>&1 || true
+  wait_for "the pods' sandboxes to stop" 60 test "$(sandboxes)" = 0 || true
+fi
+log "stopping the node"
+stop kube-proxy
+stop kubelet
+stop containerd
+# Whatever still runs in the cluster's cgroups (a shim or a container kubelet did not reach)
+# is the cluster's own: killed by pid.
+if [[ -n $CGROUP_ROOT && -d /sys/fs/cgroup/pids$CGROUP_ROOT ]]; then
+  pids=$(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+  [[ -z $pids ]] || { log "killing leftover container processes: $(echo $pids)"; kill -KILL $pids 2>/dev/null || true; }
+fi
+for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+log "stopping the control plane and the registry"
+stop kube-apiserver
+stop etcd
+stop registry
+
+if [[ -x $NODE_BIN/kube-proxy ]] && [[ -f $STATE/host/iptables ]]; then
+  "$NODE_BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+fi
+
+# Mounts under the cluster's directories (netns, kubelet's bind mount of its root, volumes,
+# overlay snapshots), deepest first.
+mounts() { awk -v a="$VARDIR" -v b="$RUNDIR" '$5 == a || index($5, a "/") == 1 || $5 == b || index($5, b "/") == 1 {print $5}' /proc/self/mountinfo | sort -r; }
+for m in $(mounts); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "cannot unmount $m"; done
+for m in $(mounts); do umount -l "$m" 2>/dev/null || true; done
+
+# iptables: remove the chains that did not exist before up.sh and are Kubernetes' or CNI's, and
+# every rule that jumps to them or names this cluster's CNI network, pod range or bridge.
+clean_iptables() {
+  local save=$1 restore=$2 before=$3 now
+  now=$($save 2>/dev/null) || return 0
+  [[ -f $before ]] || before=/dev/null
+  awk -v net="$CNI_NETWORK" -v cidr="${POD_CIDR%.*.*}." -v br="$BRIDGE" '
+    FNR == NR { if ($0 ~ /^:/) old[substr($1, 2)] = 1; next }
+    /^\*/ { table = $0; tables[++nt] = table; next }
+    /^:/ { c = substr($1, 2); if ((c ~ /^KUBE-/ || c ~ /^CNI-/) && !(c in old)) { ours[table, c] = 1 } next }
+    /^-A / { rules[table, ++nr[table]] = $0 }
+    END {
+      for (i = 1; i <= nt; i++) {
+        t = tables[i]; print t
+        for (j = 1; j <= nr[t]; j++) {
+          r = rules[t, j]; split(r, f, " "); chain = f[2]
+          if ((t, chain) in ours) continue
+          target = ""; for (k = 1; k < length(f); k++) if (f[k] == "-j" || f[k] == "-g") target = f[k + 1]
+          if ((t, target) in ours || index(r, "\"" net "\"") || index(r, "\\\"" net "\\\"") || index(r, " " cidr) || index(r, " " br " ")) {
+            sub(/^-A /, "-D ", r); print r
+          }
+        }
+        for (k in ours) { split(k, p, SUBSEP); if (p[1] == t) print "-F " p[2] }
+        for (k in ours) { split(k, p, SUBSEP); if (p[1] == t) print "-X " p[2] }
+        print "COMMIT"
+      }
+    }' "$before" <(printf '%s\n' "$now") > "$STATE/host/$save.undo"
+  $restore --noflush < "$STATE/host/$save.undo" || log "$restore could not apply $STATE/host/$save.undo"
+}
+if [[ -d $STATE/host ]]; then
+  clean_iptables iptables-save iptables-restore "$STATE/host/iptables"
+  clean_iptables ip6tables-save ip6tables-restore "$STATE/host/ip6tables"
+fi
+ip link del "$BRIDGE" 2>/dev/null || true
+
+# cgroups: kubelet's tree under the cluster's own root, leaves first.
+for h in /sys/fs/cgroup/*/; do
+  [[ -d $h$CGROUP_ROOT ]] && find "$h$CGROUP_ROOT" -depth -type d -exec rmdir {} + 2>/dev/null
+  [[ -d $h$CGROUP_ROOT ]] && log "cannot remove cgroup $h$CGROUP_ROOT"
+done
+
+if [[ -f $STATE/host/sysctl ]]; then
+  while IFS= read -r kv; do sysctl -q -w "$kv" >/dev/null 2>&1 || log "cannot restore sysctl $kv"; done < "$STATE/host/sysctl"
+fi
+rm -f /var/lib/cni/results/"$CNI_NETWORK"-* 2>/dev/null || true
+if [[ -f $STATE/host/created ]]; then
+  while IFS= read -r d; do [[ -n $d ]] && rm -rf "$d"; done < "$STATE/host/created"
+fi
+rm -rf "$VARDIR" "$RUNDIR"
+rm -rf "$STATE/pids" "$STATE/host" "$STATE/env"
+log "stopped and cleaned up in $((SECONDS - start_time)) s (logs kept in $STATE/logs)"

@@ -1,0 +1,73 @@
+# Shared settings and helpers of the real single-node cluster (sourced by the other scripts).
+# One cluster per machine: it owns host-wide things (a bridge, iptables chains, kubelet's ports),
+# so every name below is its own, and `up` refuses to start when any of them is taken.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+HERE="$REPO/environments/cluster"
+K8S_VERSION=${K8S_VERSION:-1.35.4}
+COREDNS_VERSION=${COREDNS_VERSION:-1.15.0}
+REGISTRY_VERSION=${REGISTRY_VERSION:-3.1.2}
+CRANE_VERSION=${CRANE_VERSION:-v0.22.1}
+CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafkachannel}
+ENVTEST_ASSETS=${ENVTEST_ASSETS:-$CACHE_DIR/envtest/k8s/${K8S_VERSION}-linux-amd64}
+# The node's own binaries sit beside envtest's, outside the clone, so a fresh clone reuses them.
+NODE_BIN=${NODE_BIN:-$CACHE_DIR/cluster/k8s/${K8S_VERSION}-linux-amd64}
+COREDNS_BIN=$CACHE_DIR/cluster/coredns-v${COREDNS_VERSION}
+REGISTRY_BIN=$CACHE_DIR/cluster/registry-v${REGISTRY_VERSION}
+CRANE=${CRANE:-$CACHE_DIR/tools/crane-${CRANE_VERSION}}
+# Pushed images outlive the cluster, as kind's registry container outlives a kind cluster.
+REGISTRY_DATA=${REGISTRY_DATA:-$CACHE_DIR/cluster/registry-data}
+
+# Per clone: kubeconfig, certificates, logs, pids. Per machine: what the runtime needs as root.
+STATE=${CLUSTER_STATE:-$REPO/.cluster}
+VARDIR=/var/lib/kafkachannel-cluster
+RUNDIR=/run/kafkachannel-cluster
+CONTAINERD_SOCK=$RUNDIR/containerd/containerd.sock
+CGROUP_ROOT=/kafkachannel-cluster
+
+NODE_NAME=kafkachannel-node
+REGISTRY=127.0.0.1:5001
+APISERVER_PORT=16443
+ETCD_PORT=12379
+ETCD_PEER_PORT=12380
+# kubelet, kube-proxy (metrics, healthz), controller-manager and scheduler: the standard ports,
+# checked free first, all below the ephemeral range (32768-60999) envtest takes ports from.
+KUBELET_PORT=10250
+KUBELET_HEALTHZ_PORT=10248
+PROXY_METRICS_PORT=10249
+PROXY_HEALTHZ_PORT=10256
+KCM_PORT=10257
+SCHEDULER_PORT=10259
+PORTS=("${REGISTRY##*:}" "$APISERVER_PORT" "$ETCD_PORT" "$ETCD_PEER_PORT" "$KUBELET_PORT" "$KUBELET_HEALTHZ_PORT"
+  "$PROXY_METRICS_PORT" "$PROXY_HEALTHZ_PORT" "$KCM_PORT" "$SCHEDULER_PORT")
+SERVICE_CIDR=10.96.0.0/16
+KUBERNETES_SVC_IP=10.96.0.1
+DNS_SVC_IP=10.96.0.10
+POD_CIDR=10.244.0.0/16
+BRIDGE=kc0
+CNI_NETWORK=kafkachannel-cluster
+PAUSE_IMAGE=localhost:5001/kafkachannel-cluster/pause:1.0
+COREDNS_IMAGE=localhost:5001/kafkachannel-cluster/coredns:v${COREDNS_VERSION}
+HELLO_IMAGE=localhost:5001/kafkachannel-cluster/hello:1.0
+
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack)
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }
+
+# node_ip is the address other hosts (and pods, through the kubernetes Service) reach us on.
+node_ip() { ip -4 route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p' | head -1; }
+
+# wait_for polls a command until it succeeds or the deadline (seconds) passes.
+wait_for() {
+  local what=$1 deadline=$((SECONDS + $2)); shift 2
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || { log "timed out waiting for $what"; return 1; }
+    sleep 1
+  done
+}
+
+pid_alive() { [[ -f "$STATE/pids/$1.pid" ]] && kill -0 "$(cat "$STATE/pids/$1.pid")" 2>/dev/null; }
+
+kc() { kubectl --kubeconfig "$STATE/kubeconfig" "$@"; }
