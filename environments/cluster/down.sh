@@ -20,7 +20,7 @@ stop() {
   rm -f "$f"
 }
 
-sandboxes() { ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null | grep -c . || true; }
+no_running_tasks() { [[ -z $(ctr --address "$CONTAINERD_SOCK" -n k8s.io tasks ls -q 2>/dev/null) ]]; }
 
 # Pods first, while kubelet still runs: it stops their sandboxes through the CRI, which runs the
 # CNI DEL that removes their iptables rules and addresses. The controllers go first so nothing
@@ -30,7 +30,7 @@ stop kube-controller-manager
 if pid_alive kube-apiserver && pid_alive kubelet && pid_alive containerd; then
   log "deleting pods"
   kc delete pods --all --all-namespaces --grace-period=2 --wait=false >/dev/null 2>&1 || true
-  wait_for "the pods' sandboxes to stop" 60 test "$(sandboxes)" = 0 || true
+  wait_for "the pods' containers to stop" 60 no_running_tasks || true
 fi
 log "stopping the node"
 stop kube-proxy
@@ -65,7 +65,7 @@ clean_iptables() {
   now=$($save 2>/dev/null) || return 0
   [[ -f $before ]] || before=/dev/null
   awk -v net="$CNI_NETWORK" -v cidr="${POD_CIDR%.*.*}." -v br="$BRIDGE" '
-    FNR == NR { if ($0 ~ /^:/) old[substr($1, 2)] = 1; next }
+    FILENAME == ARGV[1] { if ($0 ~ /^:/) old[substr($1, 2)] = 1; next }
     /^\*/ { table = $0; tables[++nt] = table; next }
     /^:/ { c = substr($1, 2); if ((c ~ /^KUBE-/ || c ~ /^CNI-/) && !(c in old)) { ours[table, c] = 1 } next }
     /^-A / { rules[table, ++nr[table]] = $0 }
@@ -86,6 +86,14 @@ clean_iptables() {
       }
     }' "$before" <(printf '%s\n' "$now") > "$STATE/host/$save.undo"
   $restore --noflush < "$STATE/host/$save.undo" || log "$restore could not apply $STATE/host/$save.undo"
+  # A table that did not exist before and is empty now was created for the cluster (iptables-nft
+  # makes nft tables on first use); iptables cannot delete a table, nft can.
+  local family=ip t; [[ $save == ip6* ]] && family=ip6
+  for t in $($save 2>/dev/null | sed -n 's/^\*//p'); do
+    grep -qx "\*$t" "$before" && continue
+    $save -t "$t" 2>/dev/null | grep -q -e '^-A' -e '^:[^ ]* - ' && continue
+    nft delete table "$family" "$t" 2>/dev/null || log "cannot delete the empty $family table $t (is nft installed?)"
+  done
 }
 if [[ -d $STATE/host ]]; then
   clean_iptables iptables-save iptables-restore "$STATE/host/iptables"

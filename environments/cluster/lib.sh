@@ -51,7 +51,8 @@ PAUSE_IMAGE=localhost:5001/kafkachannel-cluster/pause:1.0
 COREDNS_IMAGE=localhost:5001/kafkachannel-cluster/coredns:v${COREDNS_VERSION}
 HELLO_IMAGE=localhost:5001/kafkachannel-cluster/hello:1.0
 
-DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack)
+# nftables only for `nft delete table`: iptables cannot remove the empty tables kubelet leaves.
+DEBIAN_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack nftables)
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 die() { printf '[cluster] error: %s\n' "$*" >&2; exit 1; }

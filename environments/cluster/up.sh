@@ -257,6 +257,7 @@ clientConnection: {kubeconfig: $STATE/kube-proxy.kubeconfig}
 mode: iptables
 hostnameOverride: $NODE_NAME
 clusterCIDR: $POD_CIDR
+nodePortAddresses: [primary]
 metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
 healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
 # Pods reach a Service's pods on the same bridge; without br_netfilter in every kernel the reply
