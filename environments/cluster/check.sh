@@ -100,7 +100,9 @@ YAML
 }
 
 # host_snapshot prints what the cluster may change on the host, in a form that diffs cleanly.
-host_snapshot() {
+host_snapshot() (
+  # Empty listings (no iptables rules at all) are normal here, not failures.
+  set +e +o pipefail
   echo "## iptables"; iptables-save | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' | sort
   echo "## ip6tables"; ip6tables-save 2>/dev/null | grep -v '^#' | sed 's/\[[0-9]*:[0-9]*\]//' | sort
   # Mounts and links narrowed to the kinds a node makes: other engineers' builds come and go.
@@ -117,7 +119,7 @@ host_snapshot() {
     grep -v -e pgrep -e check.sh | cut -d' ' -f2- | sort
   echo "## listening"; for p in "${PORTS[@]}"; do ss -Hltn "sport = :$p" | grep -q . && echo "$p"; done
   true
-}
+)
 
 cycle() {
   [[ $EUID -eq 0 ]] || die "not root"
