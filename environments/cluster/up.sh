@@ -54,7 +54,8 @@ for d in /var/lib/kubelet /var/log/containers /var/log/pods /var/lib/cni /run/co
 done
 iptables-save > "$STATE/host/iptables"
 ip6tables-save > "$STATE/host/ip6tables" 2>/dev/null || true
-printf 'KUBECONFIG=%s\nREGISTRY=%s\n' "$STATE/kubeconfig" "$REGISTRY" > "$STATE/env"
+# NODE_IP: where pods reach services running on the host (an Apache Kafka outside the cluster).
+printf 'KUBECONFIG=%s\nREGISTRY=%s\nNODE_IP=%s\n' "$STATE/kubeconfig" "$REGISTRY" "$(node_ip)" > "$STATE/env"
 
 # start NAME CMD... runs CMD in its own session, detached from make, its pid in $STATE/pids.
 start() {
