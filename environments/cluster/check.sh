@@ -3,11 +3,23 @@
 #   check.sh workloads  a FROM scratch image pushed to the local registry runs as a hardened
 #                       Deployment and turns Ready; its ClusterIP Service answers from another pod
 #                       by its svc.cluster.local name and from the host; CoreDNS resolves
-#                       kubernetes.default.svc.cluster.local.
+#                       kubernetes.default.svc.cluster.local; a pod over its memory limit is
+#                       OOMKilled.
 #   check.sh cycle      with no cluster running: host snapshot, up, workloads, down, the host
 #                       compared with the snapshot, and the same once more (a second start works).
 source "$(dirname "$0")/lib.sh"
 NS=cluster-check
+
+# poll SECONDS CMD... prints CMD's output once it succeeds; at the deadline, its last output
+# (stderr included) and a failure.
+poll() {
+  local deadline=$((SECONDS + $1)) out; shift
+  until out=$("$@" 2>&1); do
+    ((SECONDS < deadline)) || { printf '%s' "$out"; return 1; }
+    sleep 1
+  done
+  printf '%s' "$out"
+}
 
 workloads() {
   [[ -f $STATE/env ]] && grep -q '^READY=1' "$STATE/env" || die "no running cluster ($STATE/env lacks READY=1): make cluster first"
@@ -83,18 +95,39 @@ YAML
   log "Deployment of $push Ready (2 replicas, uid 65532, read-only root, no capabilities)"
 
   local out
-  out=$(kc -n "$NS" exec client -- /hello lookup kubernetes.default.svc.cluster.local) ||
-    die "CoreDNS did not resolve kubernetes.default.svc.cluster.local from a pod"
+  # kube-proxy programs a new Service's endpoints a moment after the pods turn Ready, later still
+  # on a busy machine: the checks poll until their deadline.
+  out=$(poll 60 kc -n "$NS" exec client -- /hello lookup kubernetes.default.svc.cluster.local) ||
+    die "CoreDNS did not resolve kubernetes.default.svc.cluster.local from a pod: $out"
   [[ $out == "$KUBERNETES_SVC_IP" ]] || die "kubernetes.default.svc.cluster.local resolved to '$out', want $KUBERNETES_SVC_IP"
   log "CoreDNS: kubernetes.default.svc.cluster.local is $out"
-  out=$(kc -n "$NS" exec client -- /hello get "http://hello.$NS.svc.cluster.local/") ||
-    die "Service hello did not answer pod client"
+  out=$(poll 60 kc -n "$NS" exec client -- /hello get "http://hello.$NS.svc.cluster.local/") ||
+    die "Service hello did not answer pod client: $out"
   [[ $out == "hello from hello-"* ]] || die "Service hello answered '$out'"
   log "Service hello.$NS.svc.cluster.local answered pod client: $out"
   local ip
   ip=$(kc -n "$NS" get service hello -o jsonpath='{.spec.clusterIP}')
-  out=$(curl -fsS --max-time 10 "http://$ip/") || die "Service hello ($ip) did not answer the host"
+  out=$(poll 60 curl -fsS --max-time 10 "http://$ip/") || die "Service hello ($ip) did not answer the host: $out"
   log "Service hello ($ip) answered the host: $out"
+
+  kc apply -f - >/dev/null <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: oom, namespace: $NS}
+spec:
+  automountServiceAccountToken: false
+  restartPolicy: Never
+  containers:
+  - name: oom
+    image: $push
+    args: [alloc, "64"]
+    resources: {limits: {memory: 16Mi}}
+    securityContext: {runAsNonRoot: true, runAsUser: 65532, readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {drop: [ALL]}}
+YAML
+  oom_killed() { [[ $(kc -n "$NS" get pod oom -o jsonpath='{.status.containerStatuses[0].state.terminated.reason}') == OOMKilled ]]; }
+  wait_for "pod oom (64 MiB under a 16 MiB limit) to be OOMKilled" 120 oom_killed ||
+    { kc -n "$NS" describe pod oom >&2; die "a pod over its memory limit was not OOMKilled"; }
+  log "a pod holding 64 MiB under a 16 MiB limit: OOMKilled"
   kc delete namespace "$NS" --wait=true --timeout=60s >/dev/null
   log "workloads passed"
 }

@@ -1,7 +1,8 @@
 // Command hello is the workload `make cluster-check` runs on the cluster, in a FROM scratch
 // image: `hello serve` answers HTTP (with a readiness path), `hello get URL` and
 // `hello lookup NAME` are what a second pod runs to prove that a ClusterIP Service and CoreDNS
-// work from inside the cluster. The image has no shell, so the checks are subcommands.
+// work from inside the cluster, and `hello alloc MIB` holds that much memory, to prove a pod's
+// memory limit is enforced (OOMKilled). The image has no shell, so the checks are subcommands.
 package main
 
 import (
@@ -11,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"time"
 )
 
@@ -26,6 +28,8 @@ func main() {
 		err = get(arg(2))
 	case "lookup":
 		err = lookup(arg(2))
+	case "alloc":
+		err = alloc(arg(2))
 	default:
 		err = fmt.Errorf("unknown subcommand %q", os.Args[1])
 	}
@@ -88,4 +92,23 @@ func lookup(name string) error {
 		fmt.Println(a)
 	}
 	return nil
+}
+
+// alloc touches every page of n MiB so they count against the cgroup, then holds them: under a
+// smaller limit the kernel kills it; without one it never exits and the check times out.
+func alloc(n string) error {
+	mib, err := strconv.Atoi(n)
+	if err != nil {
+		return fmt.Errorf("alloc %q: %w", n, err)
+	}
+	held := make([][]byte, 0, mib)
+	for range mib {
+		b := make([]byte, 1<<20)
+		for i := 0; i < len(b); i += 4096 {
+			b[i] = 1
+		}
+		held = append(held, b)
+	}
+	fmt.Printf("holding %d MiB\n", len(held))
+	select {}
 }
