@@ -13,9 +13,16 @@ if [[ -f $STATE/env ]] && grep -q '^READY=1' "$STATE/env" && pid_alive kube-apis
   log "already running (KUBECONFIG=$STATE/kubeconfig); make cluster-down stops it"
   exit 0
 fi
+# One cluster per machine: $VARDIR/owner names the clone whose make cluster-down stops it.
+if [[ -f $VARDIR/owner && $(cat "$VARDIR/owner") != "$STATE" ]]; then
+  die "a cluster started from $(cat "$VARDIR/owner") runs on this machine: use its env file, or stop it there with make cluster-down"
+fi
 if ls "$STATE"/pids/*.pid >/dev/null 2>&1 || [[ -d $VARDIR ]]; then
   die "a previous cluster was not torn down ($STATE/pids or $VARDIR exist): run make cluster-down first"
 fi
+for c in kubectl openssl curl ss ip go; do
+  command -v "$c" >/dev/null || die "$c not found: it is needed to start the cluster"
+done
 if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
   grep -qw memory /sys/fs/cgroup/cgroup.controllers || die "no cgroup memory controller (cgroup v2 without memory in cgroup.controllers): kubelet cannot enforce pod memory limits"
   CGROUP_V1=0
@@ -43,6 +50,7 @@ IP=$(node_ip)
 
 # --- host state, saved for down.sh ---
 mkdir -p "$STATE"/{pids,logs,host,etc} "$VARDIR" "$RUNDIR"
+echo "$STATE" > "$VARDIR/owner"
 sysctl -e -q kernel.panic kernel.panic_on_oops vm.overcommit_memory net.ipv4.ip_forward \
   net.ipv4.conf.all.route_localnet net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables \
   | sed 's/ = /=/' > "$STATE/host/sysctl"
