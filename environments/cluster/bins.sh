@@ -17,9 +17,13 @@ go_install() {
   local dest=$1 pkg=$2 what=$3
   [[ -x $dest ]] && return 0
   log "building $what from the Go module proxy (once per machine: $4)"
-  local d start=$SECONDS
+  local d start=$SECONDS hb
   d=$(mktemp -d)
-  CGO_ENABLED=0 GOBIN=$d go install -trimpath -ldflags '-s -w' "$pkg" || { rm -rf "$d"; die "building $what failed"; }
+  # A line a minute, so a ten-minute build does not look like a hang.
+  (while sleep 60; do log "still building $what ($(((SECONDS - start) / 60)) min)"; done) &
+  hb=$!
+  CGO_ENABLED=0 GOBIN=$d go install -trimpath -ldflags '-s -w' "$pkg" || { kill "$hb"; rm -rf "$d"; die "building $what failed"; }
+  kill "$hb"
   mkdir -p "$(dirname "$dest")"
   mv "$d"/* "$dest"; rm -rf "$d"
   log "built $what in $((SECONDS - start)) s"
