@@ -39,8 +39,11 @@ stop containerd
 # Whatever still runs in the cluster's cgroups (a shim or a container kubelet did not reach)
 # is the cluster's own: killed by pid.
 if [[ -n $CGROUP_ROOT && -d /sys/fs/cgroup/pids$CGROUP_ROOT ]]; then
-  pids=$(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
-  [[ -z $pids ]] || { log "killing leftover container processes: $(echo $pids)"; kill -KILL $pids 2>/dev/null || true; }
+  mapfile -t pids < <(find "/sys/fs/cgroup/pids$CGROUP_ROOT" -name cgroup.procs -exec cat {} + 2>/dev/null | sort -u)
+  if ((${#pids[@]} > 0)); then
+    log "killing leftover container processes: ${pids[*]}"
+    kill -KILL "${pids[@]}" 2>/dev/null || true
+  fi
 fi
 for pid in $(pgrep -f "containerd-shim-runc-v2 .*-address $CONTAINERD_SOCK" || true); do kill -KILL "$pid" 2>/dev/null || true; done
 log "stopping the control plane and the registry"

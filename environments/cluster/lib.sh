@@ -47,7 +47,8 @@ DNS_SVC_IP=10.96.0.10
 POD_CIDR=10.244.0.0/16
 BRIDGE=kc0
 CNI_NETWORK=kafkachannel-cluster
-PAUSE_IMAGE=localhost:5001/kafkachannel-cluster/pause:1.0
+# The pause image is tagged by its binary's digest (up.sh), so a changed pause.go is a new image.
+PAUSE_REPO=localhost:5001/kafkachannel-cluster/pause
 COREDNS_IMAGE=localhost:5001/kafkachannel-cluster/coredns:v${COREDNS_VERSION}
 HELLO_IMAGE=localhost:5001/kafkachannel-cluster/hello:1.0
 
@@ -72,3 +73,22 @@ wait_for() {
 pid_alive() { [[ -f "$STATE/pids/$1.pid" ]] && kill -0 "$(cat "$STATE/pids/$1.pid")" 2>/dev/null; }
 
 kc() { kubectl --kubeconfig "$STATE/kubeconfig" "$@"; }
+
+# push_image REF BINARY ENTRYPOINT pushes a FROM scratch image holding one static binary at
+# /ENTRYPOINT, assembled by crane with no daemon and no base to pull. Files belong to root; the
+# process runs as 65532 (distroless' nonroot).
+push_image() {
+  local ref=$1 bin=$2 entry=$3 d
+  log "pushing image $ref"
+  d=$(mktemp -d)
+  mkdir -p "$d/root"
+  cp "$bin" "$d/root/$entry"
+  chmod 755 "$d/root/$entry"
+  tar --numeric-owner --owner=0 --group=0 -C "$d/root" -cf "$d/layer.tar" .
+  if ! "$CRANE" append --insecure --oci-empty-base -f "$d/layer.tar" -t "$ref" >/dev/null 2>&1 ||
+    ! "$CRANE" mutate --insecure --set-platform linux/amd64 --entrypoint "/$entry" --user 65532:65532 "$ref" >/dev/null 2>&1; then
+    rm -rf "$d"
+    die "pushing $ref to the registry failed"
+  fi
+  rm -rf "$d"
+}

@@ -25,7 +25,7 @@ make_pki() {
   if [[ -f $dir/ip && $(cat "$dir/ip") == "$ip" && -f $dir/admin.crt ]]; then return 0; fi
   rm -rf "$dir"; mkdir -p "$dir"
   (
-    cd "$dir"
+    cd "$dir" || exit 1
     umask 077
     openssl ecparam -genkey -name prime256v1 -noout -out ca.key 2>/dev/null
     openssl req -x509 -new -key ca.key -subj /CN=kafkachannel-cluster-ca -days 3650 \

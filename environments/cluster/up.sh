@@ -99,27 +99,12 @@ CFG
 OTEL_TRACES_EXPORTER=none start registry "$REGISTRY_BIN" serve "$STATE/etc/registry.yaml"
 up_or_die "the registry" registry 20 curl -fsS "http://$REGISTRY/v2/"
 
-# image NAME BINARY ENTRYPOINT pushes a FROM scratch image holding one static binary, unless the
-# registry has it already. Files belong to root; the process runs as 65532 (distroless' nonroot).
-image() {
-  local ref=$1 bin=$2 entry=$3 d
-  "$CRANE" manifest --insecure "$ref" >/dev/null 2>&1 && return 0
-  log "building image $ref"
-  d=$(mktemp -d)
-  mkdir -p "$d/root"
-  cp "$bin" "$d/root/$entry"
-  chmod 755 "$d/root/$entry"
-  tar --numeric-owner --owner=0 --group=0 -C "$d/root" -cf "$d/layer.tar" .
-  "$CRANE" append --insecure --oci-empty-base -f "$d/layer.tar" -t "$ref" >/dev/null 2>&1 &&
-    "$CRANE" mutate --insecure --set-platform linux/amd64 --entrypoint "/$entry" --user 65532:65532 "$ref" >/dev/null 2>&1 ||
-    { rm -rf "$d"; die "pushing $ref to the registry failed"; }
-  rm -rf "$d"
-}
 pause_bin=$STATE/images/pause
 mkdir -p "$STATE/images"
 (cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags '-s -w' -o "$pause_bin" ./environments/cluster/cmd/pause)
-image "$PAUSE_IMAGE" "$pause_bin" pause
-image "$COREDNS_IMAGE" "$COREDNS_BIN" coredns
+PAUSE_IMAGE=$PAUSE_REPO:$(sha256sum "$pause_bin" | cut -c1-12)
+"$CRANE" manifest --insecure "$PAUSE_IMAGE" >/dev/null 2>&1 || push_image "$PAUSE_IMAGE" "$pause_bin" pause
+"$CRANE" manifest --insecure "$COREDNS_IMAGE" >/dev/null 2>&1 || push_image "$COREDNS_IMAGE" "$COREDNS_BIN" coredns
 
 # --- control plane ---
 log "etcd on 127.0.0.1:$ETCD_PORT"

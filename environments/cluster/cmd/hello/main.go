@@ -96,6 +96,9 @@ func lookup(name string) error {
 
 // alloc touches every page of n MiB so they count against the cgroup, then holds them: under a
 // smaller limit the kernel kills it; without one it never exits and the check times out.
+// It grows by 1 MiB every 20 ms, as a process under load does: one killed within milliseconds
+// of its start dies before containerd 1.6 watches its cgroup for OOM events (cgroup v1), and
+// kubelet then reports exit code 137 with reason Error instead of OOMKilled.
 func alloc(n string) error {
 	mib, err := strconv.Atoi(n)
 	if err != nil {
@@ -108,6 +111,7 @@ func alloc(n string) error {
 			b[i] = 1
 		}
 		held = append(held, b)
+		time.Sleep(20 * time.Millisecond)
 	}
 	fmt.Printf("holding %d MiB\n", len(held))
 	select {}
