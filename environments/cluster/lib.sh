@@ -14,6 +14,7 @@ ENVTEST_ASSETS=${ENVTEST_ASSETS:-$CACHE_DIR/envtest/k8s/${K8S_VERSION}-linux-amd
 # The node's own binaries sit beside envtest's, outside the clone, so a fresh clone reuses them.
 NODE_BIN=${NODE_BIN:-$CACHE_DIR/cluster/k8s/${K8S_VERSION}-linux-amd64}
 COREDNS_BIN=$CACHE_DIR/cluster/coredns-v${COREDNS_VERSION}
+# CNCF distribution, not `crane registry serve`: crane keeps manifests in memory even with --disk.
 REGISTRY_BIN=$CACHE_DIR/cluster/registry-v${REGISTRY_VERSION}
 CRANE=${CRANE:-$CACHE_DIR/tools/crane-${CRANE_VERSION}}
 # Pushed images outlive the cluster, as kind's registry container outlives a kind cluster.
