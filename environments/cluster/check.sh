@@ -145,7 +145,7 @@ host_snapshot() (
   # binaries elsewhere on the machine); its containers' processes live in its cgroups, listed above.
   echo "## processes"; pgrep -af -- "$RUNDIR|$VARDIR|$STATE/|$NODE_BIN/|$REGISTRY_BIN|--secure-port $APISERVER_PORT|127.0.0.1:$ETCD_PORT" |
     grep -v -e pgrep -e check.sh | cut -d' ' -f2- | sort
-  echo "## listening"; for p in "${PORTS[@]}"; do ss -Hltn "sport = :$p" | grep -q . && echo "$p"; done
+  echo "## listening"; for p in "${PORTS[@]}"; do [[ -n $(ss -Hltn "sport = :$p") ]] && echo "$p"; done
   true
 )
 

@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 
 missing=()
 for p in "${DEBIAN_PACKAGES[@]}"; do
-  dpkg-query -W -f '${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
+  [[ $(dpkg-query -W -f '${Status}' "$p" 2>/dev/null) == *"ok installed"* ]] || missing+=("$p")
 done
 ((${#missing[@]} == 0)) && exit 0
 [[ $EUID -eq 0 ]] || die "the Debian packages ${missing[*]} are missing and installing them needs root"

@@ -32,11 +32,13 @@ else
   CGROUP_V1=1
 fi
 for p in "${PORTS[@]}"; do
-  if ss -Hltn "sport = :$p" | grep -q .; then
+  # Read whole, not piped into grep -q: under pipefail a writer cut off by grep's early exit
+  # would turn a match into a failure.
+  if [[ -n $(ss -Hltn "sport = :$p") ]]; then
     die "port $p is taken ($(ss -Hltnp "sport = :$p" | sed -n 's/.*users:((\("[^"]*"\).*/\1/p' | head -1)): this cluster needs ${PORTS[*]}; another Kubernetes node or registry may run here"
   fi
 done
-if iptables-save 2>/dev/null | grep -q '^:KUBE-'; then
+if grep -q '^:KUBE-' <<<"$(iptables-save 2>/dev/null)"; then
   die "iptables already holds KUBE-* chains: another Kubernetes node runs on this machine (or a previous run was not torn down: make cluster-down)"
 fi
 if ip link show "$BRIDGE" >/dev/null 2>&1; then die "network interface $BRIDGE exists: make cluster-down first"; fi
