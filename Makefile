@@ -254,7 +254,8 @@ cluster-down: ## Stop the cluster and undo every change it made to the host.
 	@$(CLUSTER_ENV_VARS) ./environments/cluster/down.sh
 
 .PHONY: cluster-check
-cluster-check: ## On the running cluster: a FROM scratch image from the local registry Ready, a Service from a pod, CoreDNS (CYCLE=1: up, check, down and a clean host, twice; not part of make test).
+cluster-check: ## down's iptables undo in a network namespace; on the running cluster: a FROM scratch image from the local registry Ready, a Service from a pod, CoreDNS (CYCLE=1: up, check, down and a clean host, twice; not part of make test).
+	@$(CLUSTER_ENV_VARS) ./environments/cluster/check.sh selftest
 	@$(CLUSTER_ENV_VARS) ./environments/cluster/check.sh $(if $(CYCLE),cycle,workloads)
 
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))

@@ -5,6 +5,8 @@
 #                       by its svc.cluster.local name and from the host; CoreDNS resolves
 #                       kubernetes.default.svc.cluster.local; a pod over its memory limit is
 #                       OOMKilled.
+#   check.sh selftest   down.sh's iptables undo in network namespaces of its own (seconds, runs
+#                       beside a running cluster).
 #   check.sh cycle      with no cluster running: host snapshot, up, workloads, down, the host
 #                       compared with the snapshot, and the same once more (a second start works).
 source "$(dirname "$0")/lib.sh"
@@ -170,9 +172,43 @@ cycle() {
   log "cycle passed"
 }
 
+# undo_case NAME FOREIGN runs, in a network namespace of its own (the host's rules untouched),
+# what kubelet, kube-proxy and the bridge plugin add, then down.sh's iptables_undo, and fails
+# unless iptables-save reads as before. FOREIGN=1 starts from rules and a CNI chain of someone
+# else, which must stay; FOREIGN=0 from no tables at all, as on a fresh machine.
+undo_case() {
+  local name=$1 foreign=$2
+  unshare -n bash -c '
+    source "$1/lib.sh"
+    d=$(mktemp -d)
+    if [[ $2 == 1 ]]; then
+      iptables -N CNI-FOREIGN && iptables -A INPUT -s 192.0.2.99/32 -j CNI-FOREIGN
+      iptables -t nat -A POSTROUTING -s 192.0.2.0/24 -j MASQUERADE
+    fi
+    iptables-save > "$d/before"
+    iptables -N KUBE-FIREWALL && iptables -A INPUT -j KUBE-FIREWALL && iptables -A OUTPUT -j KUBE-FIREWALL
+    iptables -t mangle -N KUBE-IPTABLES-HINT
+    iptables -t nat -N KUBE-SERVICES && iptables -t nat -A OUTPUT -j KUBE-SERVICES
+    iptables -t nat -N CNI-0123abcd
+    iptables -t nat -A POSTROUTING -s 10.244.0.5/32 -m comment --comment "name: \"kafkachannel-cluster\" id: \"x\"" -j CNI-0123abcd
+    iptables -t nat -A CNI-0123abcd -d 10.244.0.0/24 -j ACCEPT
+    iptables_undo iptables-save iptables-restore "$d/before" "$d/undo"
+    strip() { grep -v "^#" | sed "s/\[[0-9]*:[0-9]*\]//"; }
+    diff -u <(strip < "$d/before") <(iptables-save | strip) >&2
+  ' _ "$HERE" "$foreign" || die "iptables undo, $name: the rules differ from before (diff above)"
+  log "iptables undo, $name: as before"
+}
+
+selftest() {
+  [[ $EUID -eq 0 ]] || die "not root: the self-test uses a network namespace"
+  undo_case "from no tables (a fresh machine)" 0
+  undo_case "beside someone else's rules and CNI chain" 1
+}
+
 case ${1:-workloads} in
   workloads) workloads ;;
   cycle) cycle ;;
   snapshot) host_snapshot ;;
-  *) die "usage: check.sh [workloads|cycle|snapshot]" ;;
+  selftest) selftest ;;
+  *) die "usage: check.sh [workloads|cycle|snapshot|selftest]" ;;
 esac

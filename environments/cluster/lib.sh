@@ -93,3 +93,43 @@ push_image() {
   fi
   rm -rf "$d"
 }
+
+# iptables_undo SAVE RESTORE BEFORE UNDO removes the chains that are not in the BEFORE snapshot
+# (iptables-save output taken by up.sh) and are Kubernetes' or CNI's, every rule that jumps to
+# them or names this cluster's CNI network, pod range or bridge, and the tables that were not
+# there before and are empty now. UNDO keeps the iptables-restore input it applied.
+iptables_undo() {
+  local save=$1 restore=$2 before=$3 undo=$4 now
+  now=$($save 2>/dev/null) || return 0
+  [[ -f $before ]] || before=/dev/null
+  awk -v net="$CNI_NETWORK" -v cidr="${POD_CIDR%.*.*}." -v br="$BRIDGE" '
+    FILENAME == ARGV[1] { if ($0 ~ /^:/) old[substr($1, 2)] = 1; next }
+    /^\*/ { table = $0; tables[++nt] = table; next }
+    /^:/ { c = substr($1, 2); if ((c ~ /^KUBE-/ || c ~ /^CNI-/) && !(c in old)) { ours[table, c] = 1 } next }
+    /^-A / { rules[table, ++nr[table]] = $0 }
+    END {
+      for (i = 1; i <= nt; i++) {
+        t = tables[i]; print t
+        for (j = 1; j <= nr[t]; j++) {
+          r = rules[t, j]; split(r, f, " "); chain = f[2]
+          if ((t, chain) in ours) continue
+          target = ""; for (k = 1; k < length(f); k++) if (f[k] == "-j" || f[k] == "-g") target = f[k + 1]
+          if ((t, target) in ours || index(r, "\"" net "\"") || index(r, "\\\"" net "\\\"") || index(r, " " cidr) || index(r, " " br " ")) {
+            sub(/^-A /, "-D ", r); print r
+          }
+        }
+        for (k in ours) { split(k, p, SUBSEP); if (p[1] == t) print "-F " p[2] }
+        for (k in ours) { split(k, p, SUBSEP); if (p[1] == t) print "-X " p[2] }
+        print "COMMIT"
+      }
+    }' "$before" <(printf '%s\n' "$now") > "$undo"
+  $restore --noflush < "$undo" || log "$restore could not apply $undo"
+  # A table that did not exist before and is empty now was created for the cluster (iptables-nft
+  # makes nft tables on first use); iptables cannot delete a table, nft can.
+  local family=ip t; [[ $save == ip6* ]] && family=ip6
+  for t in $($save 2>/dev/null | sed -n 's/^\*//p'); do
+    grep -qx "\*$t" "$before" && continue
+    $save -t "$t" 2>/dev/null | grep -q -e '^-A' -e '^:[^ ]* - ' && continue
+    nft delete table "$family" "$t" 2>/dev/null || log "cannot delete the empty $family table $t (is nft installed?)"
+  done
+}
