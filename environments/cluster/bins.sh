@@ -12,6 +12,8 @@ source "$(dirname "$0")/lib.sh"
 
 K8S_VERSION=$K8S_VERSION "$REPO/hack/build-k8s.sh" "$NODE_BIN" kube-scheduler kube-proxy kube-controller-manager kubelet
 
+# stop_heartbeat PID ends a progress loop and its sleep, quietly.
+stop_heartbeat() { pkill -P "$1" 2>/dev/null || true; kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # go_install builds a module's command (one with no replace directives) into a versioned file.
 go_install() {
   local dest=$1 pkg=$2 what=$3
@@ -22,8 +24,8 @@ go_install() {
   # A line a minute, so a ten-minute build does not look like a hang.
   (while sleep 60; do log "still building $what ($(((SECONDS - start) / 60)) min)"; done) &
   hb=$!
-  CGO_ENABLED=0 GOBIN=$d go install -trimpath -ldflags '-s -w' "$pkg" || { kill "$hb"; rm -rf "$d"; die "building $what failed"; }
-  kill "$hb"
+  CGO_ENABLED=0 GOBIN=$d go install -trimpath -ldflags '-s -w' "$pkg" || { stop_heartbeat "$hb"; rm -rf "$d"; die "building $what failed"; }
+  stop_heartbeat "$hb"
   mkdir -p "$(dirname "$dest")"
   mv "$d"/* "$dest"; rm -rf "$d"
   log "built $what in $((SECONDS - start)) s"
