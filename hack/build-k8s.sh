@@ -13,8 +13,9 @@ shift
 mkdir -p "$DEST"
 
 log() { printf '[k8s] %s\n' "$*" >&2; }
-# stop_heartbeat PID ends a progress loop and its sleep, quietly.
-stop_heartbeat() { pkill -P "$1" 2>/dev/null || true; kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# stop_heartbeat PID ends a progress loop quietly (its current sleep ends by itself within a
+# minute; killing it too would make the loop's shell print "Terminated").
+stop_heartbeat() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 quiet() { local out; if ! out=$("$@" 2>&1); then printf '%s\n' "$out" >&2; log "failed: $*"; return 1; fi; }
 
 missing=()
@@ -51,7 +52,7 @@ for c in "${missing[@]}"; do
   start=$SECONDS
   log "compiling $c v${K8S_VERSION} (minutes on 2 cores, once per machine)"
   # A line a minute, so a seven-minute compile does not look like a hang.
-  (while sleep 60; do log "still compiling $c ($(((SECONDS - start) / 60)) min)"; done) &
+  (while sleep 60 >/dev/null 2>&1; do log "still compiling $c ($(((SECONDS - start) / 60)) min)"; done) &
   hb=$!
   go build -trimpath -ldflags "$ld" -o "$DEST/$c.tmp" "k8s.io/kubernetes/cmd/$c" || { stop_heartbeat "$hb"; exit 1; }
   stop_heartbeat "$hb"

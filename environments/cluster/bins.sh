@@ -12,8 +12,9 @@ source "$(dirname "$0")/lib.sh"
 
 K8S_VERSION=$K8S_VERSION "$REPO/hack/build-k8s.sh" "$NODE_BIN" kube-scheduler kube-proxy kube-controller-manager kubelet
 
-# stop_heartbeat PID ends a progress loop and its sleep, quietly.
-stop_heartbeat() { pkill -P "$1" 2>/dev/null || true; kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
+# stop_heartbeat PID ends a progress loop quietly (its current sleep ends by itself within a
+# minute; killing it too would make the loop's shell print "Terminated").
+stop_heartbeat() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 # go_install builds a module's command (one with no replace directives) into a versioned file.
 go_install() {
   local dest=$1 pkg=$2 what=$3
@@ -22,7 +23,7 @@ go_install() {
   local d start=$SECONDS hb
   d=$(mktemp -d)
   # A line a minute, so a ten-minute build does not look like a hang.
-  (while sleep 60; do log "still building $what ($(((SECONDS - start) / 60)) min)"; done) &
+  (while sleep 60 >/dev/null 2>&1; do log "still building $what ($(((SECONDS - start) / 60)) min)"; done) &
   hb=$!
   CGO_ENABLED=0 GOBIN=$d go install -trimpath -ldflags '-s -w' "$pkg" || { stop_heartbeat "$hb"; rm -rf "$d"; die "building $what failed"; }
   stop_heartbeat "$hb"
