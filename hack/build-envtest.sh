@@ -4,6 +4,7 @@
 # Binaries land in setup-envtest's layout under $1 (default: a per-user cache outside the clone,
 # so a fresh clone on the same machine reuses them). Idempotent: an existing build is kept.
 set -euo pipefail
+hack=$(cd "$(dirname "$0")" && pwd)
 
 K8S_VERSION=${K8S_VERSION:-1.35.4}
 ETCD_VERSION=${ETCD_VERSION:-3.6.5}
@@ -40,25 +41,6 @@ fi
 
 if [[ ! -x "$DEST/kube-apiserver" ]]; then
   log "building kube-apiserver v${K8S_VERSION} from the Go module proxy (8-11 minutes on 2 cores, once per machine)"
-  mkdir -p "$work/apiserver" && cd "$work/apiserver"
-  gomod=$(go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
-  minor="0.${K8S_VERSION#1.}"
-  {
-    printf 'module envtest/apiserver\n\ngo 1.25\n\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' "$K8S_VERSION"
-    # Every staging module k8s replaces with ./staging/... is published at v0.<minor>.<patch>.
-    sed -n 's#^[[:space:]]*\(k8s.io/[^ ]*\) => ./staging/src/.*#\t\1 => \1 v'"$minor"'#p' "$gomod"
-    printf ')\n'
-  } > go.mod
-  printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' > tools.go
-  log "resolving modules (~250 MB of downloads on a cold machine)"
-  quiet go mod tidy
-  v="v${K8S_VERSION}"; maj=1; min="${K8S_VERSION#1.}"; min="${min%%.*}"
-  ld="-s -w"
-  for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-    ld+=" -X $p.gitVersion=$v -X $p.gitMajor=$maj -X $p.gitMinor=$min"
-  done
-  log "compiling kube-apiserver (progress: this is the slow step)"
-  go build -trimpath -ldflags "$ld" -o "$DEST/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver
-  mv "$DEST/kube-apiserver.tmp" "$DEST/kube-apiserver"
+  K8S_VERSION=$K8S_VERSION "$hack/build-k8s.sh" "$DEST" kube-apiserver
 fi
 log "built into $DEST"
