@@ -118,8 +118,8 @@ test-kafka: envtest build ## The Kafka-facing suites on real Apache Kafka $(KAFK
 	  KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v KAFKA_BROKERS=$(KAFKA_BROKERS) \
 	    $(LOCALBIN)/localstack kafka --dir "$(CURDIR)/.demo/kafka-test-$$v" -- \
 	    go test -p 1 -count=1 $(GO_TEST_FLAGS) $(KAFKA_TEST_PKGS) 2>&1 | tee $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
-	  echo "==> Apache Kafka $$v: internal/apachekafka (brokers of its own)"; \
-	  CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v go test -count=1 $(GO_TEST_FLAGS) ./internal/apachekafka 2>&1 | tee -a $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
+	  echo "==> Apache Kafka $$v: environments/apachekafka (brokers of its own)"; \
+	  CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$$v go test -count=1 $(GO_TEST_FLAGS) ./environments/apachekafka 2>&1 | tee -a $(LOCALBIN)/test-kafka-$$v.log || fail=1; \
 	done; \
 	rm -f $(LOCALBIN)/test-kafka-faults.log; \
 	for v in $(KAFKA_VERSION) $(KAFKA_VERSION_39); do \
@@ -200,8 +200,9 @@ test-short-clean: ## `go test -short ./...` on a clean machine: every test that 
 build: ## Build every binary into bin/.
 	@mkdir -p $(LOCALBIN)
 	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/manager .
-	for b in dispatcher receiver localstack eventdisplay; do \
+	for b in dispatcher receiver eventdisplay; do \
 	  CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/$$b ./cmd/$$b || exit 1; done
+	CGO_ENABLED=0 go build -trimpath -ldflags '$(LDFLAGS)' -o $(LOCALBIN)/localstack ./environments/localstack/cmd/localstack
 
 .PHONY: run
 run: manifests generate ## Run the manager against the cluster in ~/.kube/config.

@@ -11,7 +11,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
 )
 
 // Every pod the manager asks for must pass the restricted Pod Security Standard. Admission

@@ -31,7 +31,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
 )
 
 // One apiserver for the package; every test gets its own namespaces and its own manager, so

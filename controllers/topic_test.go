@@ -11,8 +11,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 )
 
 // With hundreds of channels the cluster has hundreds of topics; the admin of one channel must

@@ -15,8 +15,8 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 )
 
 func TestTwoSubscribersEachGetEveryEventAndChangesApplyLive(t *testing.T) {

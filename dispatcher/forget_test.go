@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 	"github.com/kafkachannel/kafkachannel/internal/replay"
 )
 

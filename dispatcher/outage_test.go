@@ -12,8 +12,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 )
 
 func freePort(t *testing.T) int {

@@ -13,8 +13,8 @@ import (
 	"time"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/features"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 )
 
 // TestStrictDeliversOverHTTPSOnly: with transport-encryption strict, an https subscriber

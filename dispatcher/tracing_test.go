@@ -15,8 +15,8 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 )
 
 // The trace context a record carries (traceparent header) continues in the delivery to the

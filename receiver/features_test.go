@@ -12,8 +12,8 @@ import (
 
 	"github.com/go-logr/logr"
 
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/features"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
 )

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kafkachannel/kafkachannel/internal/certs"
+	"github.com/kafkachannel/kafkachannel/environments/certs"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/features"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 )
 

@@ -24,9 +24,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/certs"
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/certs"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
 )

@@ -13,8 +13,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 )
 
 // topicWithRecords makes a 2-partition topic with 10 records in each, record i of a partition

@@ -12,9 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
-	"github.com/kafkachannel/kafkachannel/internal/certs"
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/certs"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 )
 
 // TestApacheKafkaSASLSSL runs the whole system (manager, receiver, dispatcher, each reading

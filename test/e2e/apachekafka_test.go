@@ -18,9 +18,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 // smokeEvents is how many events the real-Kafka smoke sends; maxDuplicates bounds what a

@@ -1,4 +1,4 @@
-// Package e2e runs the whole system through the local stack (internal/localstack): a real
+// Package e2e runs the whole system through the local stack (environments/localstack): a real
 // kube-apiserver, Kafka (kfake, or KAFKA_BOOTSTRAP_SERVERS), the manager binary, and the
 // Deployments it writes run as local processes. A wrong env var or mount in those Deployments
 // breaks these tests.
@@ -28,13 +28,13 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
+	"github.com/kafkachannel/kafkachannel/environments/proc"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
-	"github.com/kafkachannel/kafkachannel/internal/proc"
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 const (

@@ -15,8 +15,8 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 )
 
 // counts returns how often r received each of ids.

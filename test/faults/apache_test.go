@@ -16,11 +16,11 @@ import (
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 // The faults only a real cluster has run on three Apache Kafka brokers (KRaft, each node broker

@@ -19,9 +19,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
 )
 
 const chNS = "default"

@@ -18,10 +18,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
 )
 
 // The suite's Kafka user; the password changes in the rotation scenario.

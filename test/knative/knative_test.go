@@ -1,6 +1,6 @@
 // Package knative is the Knative peer run: Knative Eventing's own controller binary, built from
 // the Go module proxy by hack/build-knative.sh, runs against the local stack
-// (internal/localstack) and drives a KafkaChannel through Knative Subscriptions. Knative's CRDs
+// (environments/localstack) and drives a KafkaChannel through Knative Subscriptions. Knative's CRDs
 // and default ConfigMaps are read from the module cache copy of knative.dev/eventing; nothing of
 // Knative is kept in this repository. Runs only under make test-knative, which builds the
 // controller first; skipped otherwise.
@@ -35,15 +35,15 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
-	"github.com/kafkachannel/kafkachannel/internal/certs"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/certs"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
+	"github.com/kafkachannel/kafkachannel/environments/proc"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 	"github.com/kafkachannel/kafkachannel/internal/features"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
-	"github.com/kafkachannel/kafkachannel/internal/proc"
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 // defaultVersion is the Knative Eventing release the peer run is pinned to (KNATIVE_VERSION

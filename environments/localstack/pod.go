@@ -22,8 +22,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/kafkachannel/kafkachannel/environments/proc"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
-	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 // Restart backoff of a crashed container: kubelet starts at 10 s and caps at 5 min; locally a

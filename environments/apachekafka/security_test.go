@@ -17,10 +17,10 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/dispatcher"
-	"github.com/kafkachannel/kafkachannel/internal/certs"
+	"github.com/kafkachannel/kafkachannel/environments/certs"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 	"github.com/kafkachannel/kafkachannel/internal/kafkabinding"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
 	"github.com/kafkachannel/kafkachannel/receiver"
 )
 

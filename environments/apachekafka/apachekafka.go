@@ -21,7 +21,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/kafkachannel/kafkachannel/internal/proc"
+	"github.com/kafkachannel/kafkachannel/environments/proc"
 )
 
 // ClusterID is the fixed KRaft cluster id every cluster is formatted with (22 characters of
@@ -365,7 +365,7 @@ func writeProps(path string, props map[string]string) error {
 	}
 	slices.Sort(keys)
 	var b strings.Builder
-	b.WriteString("# Written by internal/apachekafka; a new cluster rewrites it.\n")
+	b.WriteString("# Written by environments/apachekafka; a new cluster rewrites it.\n")
 	for _, k := range keys {
 		fmt.Fprintf(&b, "%s=%s\n", k, props[k])
 	}

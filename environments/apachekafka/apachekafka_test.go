@@ -16,7 +16,7 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 )
 
 // testVersion is KAFKA_VERSION (make test-kafka runs both), else the newest 4.x.

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
 )
 
 // K8sVersion is the Makefile's ENVTEST_K8S_VERSION (a test keeps them equal).

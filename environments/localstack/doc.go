@@ -1,7 +1,7 @@
 /*
 Package localstack runs the whole system on one machine with no cluster, no Docker and no Kafka
 install: a real kube-apiserver and etcd (envtest binaries), an embedded Kafka (kfake), real
-Apache Kafka brokers started as local JVMs (Options.Apache, KAFKA=apache; internal/apachekafka)
+Apache Kafka brokers started as local JVMs (Options.Apache, KAFKA=apache; environments/apachekafka)
 or the cluster of KAFKA_BOOTSTRAP_SERVERS, the manager as its own process, and a local node that runs
 the Deployments the manager writes as local processes. `make demo` and the end-to-end tests
 both use it.

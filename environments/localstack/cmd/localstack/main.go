@@ -1,4 +1,4 @@
-// Command localstack runs the whole system on this machine (see internal/localstack).
+// Command localstack runs the whole system on this machine (see environments/localstack).
 //
 //	localstack demo [flags]   start the stack, tell the story, stay up until Ctrl-C
 //	                          (DEMO_EXIT=1: exit after the story, 0 on success)
@@ -41,10 +41,10 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
-	"github.com/kafkachannel/kafkachannel/internal/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/localstack"
+	"github.com/kafkachannel/kafkachannel/environments/proc"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 type config struct {

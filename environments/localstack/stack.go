@@ -29,11 +29,11 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	v1beta1 "github.com/kafkachannel/kafkachannel/api/v1beta1"
-	"github.com/kafkachannel/kafkachannel/internal/apachekafka"
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/apachekafka"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
+	"github.com/kafkachannel/kafkachannel/environments/proc"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
-	"github.com/kafkachannel/kafkachannel/internal/kafkatest"
-	"github.com/kafkachannel/kafkachannel/internal/proc"
 )
 
 // Defaults of the stack.
@@ -55,7 +55,7 @@ type Options struct {
 	KafkaPort int
 	// KafkaPersist keeps the embedded Kafka's data under Dir/kafka across runs.
 	KafkaPersist bool
-	// Apache, when set, runs real Apache Kafka brokers (internal/apachekafka) instead of the
+	// Apache, when set, runs real Apache Kafka brokers (environments/apachekafka) instead of the
 	// embedded kfake: a new cluster per Start, its nodes under Dir/kafka-apache unless
 	// Apache.Dir says otherwise. ApacheFromEnv reads it from KAFKA=apache.
 	Apache *apachekafka.Options

@@ -13,10 +13,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 // TestNodeFakeComponents: a Deployment of a faked component becomes Available with every

@@ -23,10 +23,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/kafkachannel/kafkachannel/internal/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/envtestbin"
+	"github.com/kafkachannel/kafkachannel/environments/poll"
+	"github.com/kafkachannel/kafkachannel/environments/testlog"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
-	"github.com/kafkachannel/kafkachannel/internal/poll"
-	"github.com/kafkachannel/kafkachannel/internal/testlog"
 )
 
 const testNS = "knative-eventing"
