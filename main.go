@@ -22,6 +22,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/controllers"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
+	"github.com/kafkachannel/kafkachannel/internal/version"
 )
 
 func main() {
@@ -126,7 +127,7 @@ func main() {
 		os.Exit(1)
 	}
 
-	log.Info("starting", "operatorNamespace", cfg.OperatorNamespace, "kafkaSecret", cfg.SecretName,
+	log.Info("starting", "version", version.Version, "operatorNamespace", cfg.OperatorNamespace, "kafkaSecret", cfg.SecretName,
 		"dispatcherImage", cfg.Dispatcher.Image, "receiverImage", cfg.Receiver.Image)
 	if err := mgr.Start(ctx); err != nil {
 		log.Error(err, "manager stopped")

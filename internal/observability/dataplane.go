@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/kafkachannel/kafkachannel/internal/version"
 	"go.uber.org/zap/zapcore"
 )
 
@@ -39,5 +40,8 @@ func StartDataPlane(ctx context.Context, component, logLevel string) (*Observabi
 		_ = obs.Shutdown(sctx)
 	}
 	log := obs.Log.WithValues("pod", os.Getenv("POD_NAME"), "namespace", os.Getenv("POD_NAMESPACE"))
+	// The version the Makefile and Dockerfile stamp in: what a user reads first in `kubectl logs`
+	// when asking which build a pod runs.
+	log.Info("starting", "component", component, "version", version.Version)
 	return obs, log, stop, nil
 }
