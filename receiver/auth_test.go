@@ -52,21 +52,8 @@ func TestSenderAuthentication(t *testing.T) {
 	serviceAccount(t, cs, "shop", "bystander")
 	serviceAccount(t, cs, "elsewhere", "intruder")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	policies, err := WatchPolicies(ctx, restCfg, 0, testlog.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := oidc.NewAPIServerKeys(restCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := features.NewLive(features.Flags{TransportEncryption: features.EncryptionDisabled, OIDC: true, DefaultAuthorization: features.AllowSameNamespace})
-	r := startReceiver(t, k, func(c *Config) {
-		c.Features = live
-		c.Auth = &Auth{Verifier: &oidc.Verifier{Source: keys}, Policies: policies}
-	})
+	r, policies := startOIDCReceiver(t, k)
+	ctx := context.Background()
 	tokens := &oidc.TokenProvider{Client: cs}
 	audience := naming.ChannelAudience("shop", "orders")
 	token := func(ns, sa, aud string) string {
@@ -174,21 +161,8 @@ func TestSenderRefusedBeforeBody(t *testing.T) {
 	serviceAccount(t, cs, "gate", "producer")
 	serviceAccount(t, cs, "gate", "bystander")
 	serviceAccount(t, cs, "outside", "intruder")
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	policies, err := WatchPolicies(ctx, restCfg, 0, testlog.New(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys, err := oidc.NewAPIServerKeys(restCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	live := features.NewLive(features.Flags{TransportEncryption: features.EncryptionDisabled, OIDC: true, DefaultAuthorization: features.AllowSameNamespace})
-	r := startReceiver(t, k, func(c *Config) {
-		c.Features = live
-		c.Auth = &Auth{Verifier: &oidc.Verifier{Source: keys}, Policies: policies}
-	})
+	r, policies := startOIDCReceiver(t, k)
+	ctx := context.Background()
 	u := &unstructured.Unstructured{}
 	if err := yaml.Unmarshal([]byte(`
 apiVersion: eventing.knative.dev/v1alpha1
@@ -270,4 +244,26 @@ spec:
 			t.Errorf("producer sending %s: %d %q, want %d", tc.typ, code, body, tc.code)
 		}
 	}
+}
+
+// startOIDCReceiver starts a receiver with authentication-oidc enabled over plain http and the
+// default mode allow-same-namespace, verifying the envtest apiserver's service-account tokens
+// and enforcing the EventPolicies it serves (the index is returned for tests to wait on).
+func startOIDCReceiver(t *testing.T, k *kafkatest.Kafka) (*testReceiver, *PolicyIndex) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	policies, err := WatchPolicies(ctx, restCfg, 0, testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := oidc.NewAPIServerKeys(restCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := features.NewLive(features.Flags{TransportEncryption: features.EncryptionDisabled, OIDC: true, DefaultAuthorization: features.AllowSameNamespace})
+	return startReceiver(t, k, func(c *Config) {
+		c.Features = live
+		c.Auth = &Auth{Verifier: &oidc.Verifier{Source: keys}, Policies: policies}
+	}), policies
 }
