@@ -107,6 +107,7 @@ func (s *subscription) run(ctx context.Context) {
 	}()
 	// member is the id kafka-go holds for this process in the group, as of its last generation.
 	var member string
+	var lastJoinErr string
 	for {
 		gen, err := cg.Next(ctx)
 		if err != nil {
@@ -127,13 +128,19 @@ func (s *subscription) run(ctx context.Context) {
 				}(member)
 				member = ""
 			}
-			s.log.Info("joining consumer group failed, retrying", "error", cfg.Explain(err).Error())
+			// kafka-go retries every JoinGroupBackoff: the same error again is logged at debug.
+			if msg := cfg.Explain(err).Error(); msg != lastJoinErr {
+				s.log.Info("joining consumer group failed, retrying", "error", msg)
+				lastJoinErr = msg
+			} else {
+				s.log.V(1).Info("joining consumer group failed, retrying", "error", msg)
+			}
 			if !s.ready.Load() {
 				s.fail(fmt.Errorf("cannot join consumer group %s: %w", s.group, cfg.Explain(err)))
 			}
 			continue
 		}
-		member = gen.MemberID
+		member, lastJoinErr = gen.MemberID, ""
 		s.log.V(1).Info("joined consumer group", "generation", gen.ID, "member", gen.MemberID, "assignments", gen.Assignments[cfg.Topic])
 		s.d.metrics.generations.WithLabelValues(s.group).Inc()
 		gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}}
