@@ -141,7 +141,7 @@ func (s *subscription) run(ctx context.Context) {
 			continue
 		}
 		member, lastJoinErr = gen.MemberID, ""
-		s.log.V(1).Info("joined consumer group", "generation", gen.ID, "member", gen.MemberID, "assignments", gen.Assignments[cfg.Topic])
+		s.log.Info("joined consumer group", "generation", gen.ID, "member", gen.MemberID, "assignments", gen.Assignments[cfg.Topic])
 		s.d.metrics.generations.WithLabelValues(s.group).Inc()
 		gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}}
 		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gs) })

@@ -420,6 +420,41 @@ func TestApacheControllerKilled(t *testing.T) {
 	})
 }
 
+// TestApacheCoordinatorKilled SIGKILLs the broker coordinating the subscriber's consumer group
+// under load and restarts it: the group must find its new coordinator and rejoin about as fast
+// as the receiver follows the partitions' new leaders. The other kills hit the coordinator
+// only by chance.
+func TestApacheCoordinatorKilled(t *testing.T) {
+	const name = "coordinator"
+	apacheScenario(t, name, "consumer group coordinator's broker SIGKILLed, restarted", func(t *testing.T, c *apachekafka.Cluster, topic string) string {
+		ctx := context.Background()
+		group := naming.GroupID(chNS, name, name+"-sub")
+		coord := coordinatorOf(ctx, c, group)
+		if coord < 0 {
+			t.Fatalf("no node names the coordinator of %s", group)
+		}
+		led := ledBy(c, topic, coord)
+		killed := time.Now()
+		if err := c.Kill(coord); err != nil {
+			t.Fatal(err)
+		}
+		var next int
+		poll.Eventually(t, 2*time.Minute, "another node coordinating "+group, func() error {
+			next = coordinatorOf(ctx, c, group)
+			if next < 0 || next == coord {
+				return fmt.Errorf("coordinator: node %d", next+1)
+			}
+			return nil
+		})
+		elected := time.Since(killed)
+		if err := c.Restart(ctx, coord); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("node %d (group coordinator, leading %d of 3 partitions) killed; node %d named coordinator after %s",
+			coord+1, led, next+1, elected.Round(100*time.Millisecond))
+	})
+}
+
 // TestApacheMinISRUnmet kills two of the three brokers for 25 s: with one replica left no
 // write can reach min.insync.replicas (2), so every answer the receiver gives meanwhile must be
 // 503, never 202. Both come back and the flow goes on.
