@@ -105,6 +105,28 @@ func (w *brokerWatch) dialContext(ctx context.Context, network, address string) 
 	return &watchedConn{Conn: c, address: address, w: w}, nil
 }
 
+// transport is a Transport like base (when it is one) whose dials skip the brokers marked as
+// not answering. Its connections are not watched: a Transport keeps them open and idle between
+// requests, and bounds each request by its context instead.
+func (w *brokerWatch) transport(base kafka.RoundTripper) *kafka.Transport {
+	t := &kafka.Transport{}
+	dial := w.dial
+	if b, ok := base.(*kafka.Transport); ok {
+		t.DialTimeout, t.IdleTimeout, t.MetadataTTL = b.DialTimeout, b.IdleTimeout, b.MetadataTTL
+		t.MetadataTopics, t.ClientID, t.TLS, t.SASL, t.Resolver = b.MetadataTopics, b.ClientID, b.TLS, b.SASL, b.Resolver
+		if b.Dial != nil {
+			dial = b.Dial
+		}
+	}
+	t.Dial = func(ctx context.Context, network, address string) (net.Conn, error) {
+		if w.isDown(address) {
+			return nil, fmt.Errorf("dialing %s: %w", address, errNotAnswering)
+		}
+		return dial(ctx, network, address)
+	}
+	return t
+}
+
 func (w *brokerWatch) isDown(address string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()

@@ -51,20 +51,40 @@ func (s *subscription) leaveStale(ctx context.Context, member string) {
 	ctx, cancel := context.WithTimeout(ctx, staleMemberPatience)
 	defer cancel()
 	s.log.V(1).Info("watching for a rejoin held up by this process's previous member", "member", member)
+	// A client of its own: the dispatcher's Transport may hold its connections on the broker
+	// that failed, and one that stopped answering would hold every attempt to the timeout.
+	// This one skips brokers the watch has marked, and is replaced after an attempt that timed
+	// out.
+	var c *kafka.Client
+	defer func() {
+		if c != nil {
+			c.Transport.(*kafka.Transport).CloseIdleConnections()
+		}
+	}()
 	_ = staleBackoff.DelayFunc().Until(ctx, true, false, func(ctx context.Context) (bool, error) {
-		done, err := s.tryLeaveStale(ctx, member)
+		if c == nil {
+			c = &kafka.Client{Addr: kafka.TCP(s.d.cfg.Brokers...), Transport: s.d.watch.transport(s.d.cfg.Transport)}
+		}
+		done, err := s.tryLeaveStale(ctx, c, member)
 		if err != nil {
 			s.log.V(1).Info("removing the previous member from the group, will retry", "member", member, "error", s.d.cfg.Explain(err).Error())
+			if errors.Is(err, context.DeadlineExceeded) {
+				c.Transport.(*kafka.Transport).CloseIdleConnections()
+				c = nil
+			}
 		}
 		return done, nil
 	})
 }
 
+// staleAttemptTimeout bounds one attempt of leaveStale; the requests take milliseconds.
+const staleAttemptTimeout = 2 * time.Second
+
 // tryLeaveStale makes one attempt: done once the member is out of the group.
-func (s *subscription) tryLeaveStale(ctx context.Context, member string) (bool, error) {
-	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+func (s *subscription) tryLeaveStale(ctx context.Context, c *kafka.Client, member string) (bool, error) {
+	rctx, cancel := context.WithTimeout(ctx, staleAttemptTimeout)
 	defer cancel()
-	res, err := s.d.client.DescribeGroups(rctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{s.group}})
+	res, err := c.DescribeGroups(rctx, &kafka.DescribeGroupsRequest{GroupIDs: []string{s.group}})
 	if err != nil {
 		return false, err
 	}
@@ -98,7 +118,7 @@ func (s *subscription) tryLeaveStale(ctx context.Context, member string) (bool, 
 	default:
 		return false, nil
 	}
-	lres, err := s.d.client.LeaveGroup(rctx, &kafka.LeaveGroupRequest{GroupID: s.group, Members: []kafka.LeaveGroupRequestMember{{ID: member}}})
+	lres, err := c.LeaveGroup(rctx, &kafka.LeaveGroupRequest{GroupID: s.group, Members: []kafka.LeaveGroupRequestMember{{ID: member}}})
 	if err != nil {
 		return false, err
 	}
