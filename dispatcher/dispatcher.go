@@ -51,7 +51,11 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	// DefaultRebalanceTimeout fits the default drain (see FinalCommitRoom).
 	DefaultRebalanceTimeout = 15 * time.Second
-	DefaultJoinGroupBackoff = time.Second
+	// DefaultJoinGroupBackoff spaces kafka-go's attempts to join while the coordinator cannot
+	// be reached: after a broker failure the group waits for the new coordinator at most this
+	// long past its election. An attempt is one connection and one small request (with
+	// SASL, one authentication: wrong credentials cost two a second per subscriber).
+	DefaultJoinGroupBackoff = 500 * time.Millisecond
 	DefaultPartitionWatch   = 5 * time.Second
 )
 
@@ -171,6 +175,7 @@ type Dispatcher struct {
 	log     logr.Logger
 	metrics *metrics
 	client  *kafka.Client
+	watch   *brokerWatch
 
 	mu      sync.Mutex
 	desired *Channel
@@ -207,6 +212,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Dialer == nil {
 		cfg.Dialer = kafka.DefaultDialer
 	}
+	// Readers and groups skip a broker that stopped answering (brokerwatch.go).
+	watch := newBrokerWatch(cfg.Dialer)
+	cfg.Dialer = watch.dialer(cfg.Dialer)
 	if cfg.Transport == nil {
 		cfg.Transport = &kafka.Transport{MetadataTopics: []string{cfg.Topic}}
 	}
@@ -237,6 +245,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		log:     cfg.Log.WithValues("channel", cfg.ChannelNamespace+"/"+cfg.ChannelName, "topic", cfg.Topic),
 		metrics: m,
 		client:  &kafka.Client{Addr: kafka.TCP(cfg.Brokers...), Transport: cfg.Transport, Timeout: 10 * time.Second},
+		watch:   watch,
 		states:  map[string]SubscriberState{},
 		clients: map[[32]byte]*http.Client{},
 		wake:    make(chan struct{}, 1),
@@ -330,6 +339,7 @@ func (d *Dispatcher) groupID(uid string) string {
 func (d *Dispatcher) Run(ctx context.Context) error {
 	subs := map[string]*subscription{}
 	unordered := false
+	defer d.watch.close()
 	defer func() {
 		var wg sync.WaitGroup
 		for _, s := range subs {

@@ -97,12 +97,17 @@ func (s *subscription) run(ctx context.Context) {
 		s.fail(fmt.Errorf("configuring consumer group %s: %w", s.group, err))
 		return
 	}
+	var leavers sync.WaitGroup
+	defer leavers.Wait() // after Close: ctx has ended, so they return at once
 	defer func() {
 		// Close ends the current generation (partitions drain and commit) and leaves the group.
 		if err := cg.Close(); err != nil {
 			s.log.Error(err, "leaving consumer group")
 		}
 	}()
+	// member is the id kafka-go holds for this process in the group, as of its last generation.
+	var member string
+	var lastJoinErr string
 	for {
 		gen, err := cg.Next(ctx)
 		if err != nil {
@@ -112,13 +117,31 @@ func (s *subscription) run(ctx context.Context) {
 			if errors.Is(err, kafka.RebalanceInProgress) {
 				continue
 			}
-			s.log.Info("joining consumer group failed, retrying", "error", cfg.Explain(err).Error())
+			// On any other error kafka-go forgets its member id and joins as a new member; the
+			// coordinator would hold the next generation until the old one timed out
+			// (leaveStale).
+			if member != "" {
+				leavers.Add(1)
+				go func(id string) {
+					defer leavers.Done()
+					s.leaveStale(ctx, id)
+				}(member)
+				member = ""
+			}
+			// kafka-go retries every JoinGroupBackoff: the same error again is logged at debug.
+			if msg := cfg.Explain(err).Error(); msg != lastJoinErr {
+				s.log.Info("joining consumer group failed, retrying", "error", msg)
+				lastJoinErr = msg
+			} else {
+				s.log.V(1).Info("joining consumer group failed, retrying", "error", msg)
+			}
 			if !s.ready.Load() {
 				s.fail(fmt.Errorf("cannot join consumer group %s: %w", s.group, cfg.Explain(err)))
 			}
 			continue
 		}
-		s.log.V(1).Info("joined consumer group", "generation", gen.ID, "assignments", gen.Assignments[cfg.Topic])
+		member, lastJoinErr = gen.MemberID, ""
+		s.log.Info("joined consumer group", "generation", gen.ID, "member", gen.MemberID, "assignments", gen.Assignments[cfg.Topic])
 		s.d.metrics.generations.WithLabelValues(s.group).Inc()
 		gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}}
 		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gs) })
@@ -366,8 +389,8 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 		MinBytes:       1,
 		MaxBytes:       10 << 20,
 		MaxWait:        cfg.MaxWait,
-		ReadBackoffMin: 100 * time.Millisecond,
-		ReadBackoffMax: time.Second,
+		ReadBackoffMin: readBackoffMin,
+		ReadBackoffMax: readBackoffMax,
 		ErrorLogger:    kafka.LoggerFunc(func(f string, a ...any) { log.V(1).Info(fmt.Sprintf(f, a...)) }),
 	})
 	defer func() {
@@ -419,7 +442,10 @@ fetch:
 				break
 			}
 			log.Info("fetching failed, retrying", "error", cfg.Explain(err).Error())
-			if !sleep(gctx, time.Second) {
+			// The reader already backed off before reporting the error and goes on
+			// retrying by itself; a long wait here would let its reports pile up in its
+			// queue and hold back the records behind them once the leader is back.
+			if !sleep(gctx, readBackoffMin) {
 				break
 			}
 			continue

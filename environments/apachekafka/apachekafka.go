@@ -89,6 +89,10 @@ type node struct {
 	cmd    *exec.Cmd
 	exited chan struct{}
 	err    error
+	// stopped marks a node killed or stopped on purpose: its exit is not a failure of the
+	// nodes being waited for (two nodes restarted at once each wait for the cluster while the
+	// other may still be the killed process).
+	stopped bool
 }
 
 // Start writes each node's server.properties, formats its storage, starts the JVMs and waits
@@ -486,7 +490,7 @@ func (c *Cluster) startNode(n *node) error {
 		_ = f.Close()
 		return fmt.Errorf("starting node %d: %w", n.id, err)
 	}
-	n.cmd, n.exited, n.err = cmd, make(chan struct{}), nil
+	n.cmd, n.exited, n.err, n.stopped = cmd, make(chan struct{}), nil, false
 	exited := n.exited
 	go func() {
 		err := cmd.Wait()
@@ -526,7 +530,7 @@ func (c *Cluster) waitReady(ctx context.Context, only *node) error {
 func (c *Cluster) exitedEarly() error {
 	for _, n := range c.nodes {
 		n.mu.Lock()
-		dead := n.cmd != nil && n.exitedLocked()
+		dead := n.cmd != nil && !n.stopped && n.exitedLocked()
 		err := n.err
 		n.mu.Unlock()
 		if dead {
@@ -642,6 +646,9 @@ func (c *Cluster) signal(i int, sig syscall.Signal, grace time.Duration) error {
 	n := c.nodes[i]
 	n.mu.Lock()
 	cmd, exited := n.cmd, n.exited
+	if sig == syscall.SIGKILL || sig == syscall.SIGTERM {
+		n.stopped = true
+	}
 	n.mu.Unlock()
 	if cmd == nil {
 		return nil

@@ -180,18 +180,32 @@ func waitInSync(t *testing.T, c *apachekafka.Cluster, topic string) {
 	})
 }
 
-// gaps is the longest stretch in [from, to] without a 202 and without a first delivery at s:
-// how long the fault interrupted the flow, for the receiver and for the subscriber.
-func gaps(as []answer, s *sink, from, to time.Time) string {
-	longest := func(ts []time.Time) time.Duration {
-		ts = append(ts, from, to)
-		slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
-		var m time.Duration
-		for i := 1; i < len(ts); i++ {
-			m = max(m, ts[i].Sub(ts[i-1]))
-		}
-		return m
+// recovery is how long a fault interrupted the flow: the longest stretches without a 202 (the
+// receiver) and without a first delivery at the subscriber (the dispatcher).
+type recovery struct {
+	acks, deliveries time.Duration
+}
+
+// lag is how much longer the subscriber waited than the senders.
+func (r recovery) lag() time.Duration { return r.deliveries - r.acks }
+
+// maxDeliveryLag is how much longer than the receiver the dispatcher may take to come back
+// after a fault: it follows a moved partition leader and group coordinator as the receiver's
+// writer follows the leader (docs/reliability.md, "Three Apache Kafka brokers").
+const maxDeliveryLag = 2 * time.Second
+
+// checkDeliveryRecovery fails a scenario whose deliveries resumed more than maxDeliveryLag
+// after the 202s did.
+func checkDeliveryRecovery(r recovery) error {
+	if r.lag() > maxDeliveryLag {
+		return fmt.Errorf("the subscriber went %s without a delivery, %s longer than the longest gap without a 202 (%s); at most %s longer is expected: the dispatcher followed the moved leader or group coordinator late",
+			r.deliveries.Round(100*time.Millisecond), r.lag().Round(100*time.Millisecond), r.acks.Round(100*time.Millisecond), maxDeliveryLag)
 	}
+	return nil
+}
+
+// gaps measures the recovery in [from, to] from the answers and the sink's first deliveries.
+func gaps(as []answer, s *sink, from, to time.Time) recovery {
 	in := func(x time.Time) bool { return !x.Before(from) && !x.After(to) }
 	var acks, deliveries []time.Time
 	for _, a := range as {
@@ -206,8 +220,36 @@ func gaps(as []answer, s *sink, from, to time.Time) string {
 		}
 	}
 	s.mu.Unlock()
-	return fmt.Sprintf("longest gap: %s without a 202, %s without a delivery",
-		longest(acks).Round(100*time.Millisecond), longest(deliveries).Round(100*time.Millisecond))
+	return recovery{acks: longestGap(acks, from, to), deliveries: longestGap(deliveries, from, to)}
+}
+
+// longestGap is the longest stretch in [from, to] between two of ts (or an end of the span).
+func longestGap(ts []time.Time, from, to time.Time) time.Duration {
+	ts = append(slices.Clone(ts), from, to)
+	slices.SortFunc(ts, func(a, b time.Time) int { return a.Compare(b) })
+	var m time.Duration
+	for i := 1; i < len(ts); i++ {
+		m = max(m, ts[i].Sub(ts[i-1]))
+	}
+	return m
+}
+
+// coordinatorOf is the node index coordinating group, or -1 when no node answers.
+func coordinatorOf(ctx context.Context, c *apachekafka.Cluster, group string) int {
+	for i, addr := range c.Brokers() {
+		if c.PID(i) == 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		tr := &kafka.Transport{}
+		res, err := (&kafka.Client{Addr: kafka.TCP(addr), Transport: tr}).FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: group})
+		tr.CloseIdleConnections()
+		cancel()
+		if err == nil && res.Error == nil && res.Coordinator != nil {
+			return res.Coordinator.NodeID - 1
+		}
+	}
+	return -1
 }
 
 // apacheScenario runs fault under a steady flow into a new channel, waits until the cluster
@@ -225,6 +267,7 @@ func apacheScenario(t *testing.T, name, scenario string, fault func(t *testing.T
 	// produce timeout, and the others keep the load on.
 	f := startFlow(url, name, 4, 10*time.Millisecond)
 	f.waitAccepted(t, 200)
+	coord := coordinatorOf(context.Background(), c, naming.GroupID(chNS, name, name+"-sub"))
 	before := w.restarts()
 	from := time.Now()
 	notes := fault(t, c, topic)
@@ -239,8 +282,12 @@ func apacheScenario(t *testing.T, name, scenario string, fault func(t *testing.T
 		t.Errorf("%s: %d duplicates, want at most %d", scenario, r.Duplicates, maxDups)
 	}
 	r.Kafka = c.Version()
-	r.Recovery = gaps(as, s, from, to)
-	r.Notes = notes + "; " + codes(as)
+	rec := gaps(as, s, from, to)
+	r.AckGap, r.DeliveryGap = rec.acks, rec.deliveries
+	r.Notes = fmt.Sprintf("%s; the subscriber's group coordinated by node %d before the fault; %s", notes, coord+1, codes(as))
+	if err := checkDeliveryRecovery(rec); err != nil {
+		t.Errorf("%s: %v", scenario, err)
+	}
 	report(t, r)
 	return as
 }
@@ -368,6 +415,41 @@ func TestApacheControllerKilled(t *testing.T) {
 		}
 		return fmt.Sprintf("node %d (controller, leading %d of 3 partitions) killed; node %d named controller within %s (kafka-metadata-quorum, itself a JVM start)",
 			ctrl+1, led, next+1, elected.Round(100*time.Millisecond))
+	})
+}
+
+// TestApacheCoordinatorKilled SIGKILLs the broker coordinating the subscriber's consumer group
+// under load and restarts it: the group must find its new coordinator and rejoin about as fast
+// as the receiver follows the partitions' new leaders. The other kills hit the coordinator
+// only by chance.
+func TestApacheCoordinatorKilled(t *testing.T) {
+	const name = "coordinator"
+	apacheScenario(t, name, "consumer group coordinator's broker SIGKILLed, restarted", func(t *testing.T, c *apachekafka.Cluster, topic string) string {
+		ctx := context.Background()
+		group := naming.GroupID(chNS, name, name+"-sub")
+		coord := coordinatorOf(ctx, c, group)
+		if coord < 0 {
+			t.Fatalf("no node names the coordinator of %s", group)
+		}
+		led := ledBy(c, topic, coord)
+		killed := time.Now()
+		if err := c.Kill(coord); err != nil {
+			t.Fatal(err)
+		}
+		var next int
+		poll.Eventually(t, 2*time.Minute, "another node coordinating "+group, func() error {
+			next = coordinatorOf(ctx, c, group)
+			if next < 0 || next == coord {
+				return fmt.Errorf("coordinator: node %d", next+1)
+			}
+			return nil
+		})
+		elected := time.Since(killed)
+		if err := c.Restart(ctx, coord); err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("node %d (group coordinator, leading %d of 3 partitions) killed; node %d named coordinator after %s",
+			coord+1, led, next+1, elected.Round(100*time.Millisecond))
 	})
 }
 

@@ -234,8 +234,9 @@ type result struct {
 	// Kafka is the Apache Kafka version of a scenario on real brokers, empty on kfake: such
 	// rows go to their own table.
 	Kafka string
-	// Recovery says how long the fault interrupted the flow (real-broker scenarios).
-	Recovery string
+	// AckGap and DeliveryGap are the longest stretches without a 202 and without a delivery
+	// (real-broker scenarios).
+	AckGap, DeliveryGap time.Duration
 }
 
 var (
@@ -254,9 +255,15 @@ func report(t *testing.T, r result) {
 func table(rs []result) string {
 	var b strings.Builder
 	if len(rs) > 0 && rs[0].Kafka != "" {
-		b.WriteString("| scenario | Kafka | sent (202) | delivered unique | duplicates | lost | recovery | notes |\n|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| scenario | Kafka | sent (202) | delivered unique | duplicates | lost | longest gap without a 202 | longest gap without a delivery | delivery later by (at most %s) | notes |\n|---|---|---|---|---|---|---|---|---|---|\n", maxDeliveryLag)
 		for _, r := range rs {
-			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %s | %s |\n", r.Scenario, r.Kafka, r.Sent, r.Delivered, r.Duplicates, r.Lost, r.Recovery, strings.ReplaceAll(r.Notes, "|", "\\|"))
+			lag := (r.DeliveryGap - r.AckGap).Round(100 * time.Millisecond)
+			sign := "+"
+			if lag < 0 {
+				sign = ""
+			}
+			fmt.Fprintf(&b, "| %s | %s | %d | %d | %d | %d | %s | %s | %s%s | %s |\n", r.Scenario, r.Kafka, r.Sent, r.Delivered, r.Duplicates, r.Lost,
+				r.AckGap.Round(100*time.Millisecond), r.DeliveryGap.Round(100*time.Millisecond), sign, lag, strings.ReplaceAll(r.Notes, "|", "\\|"))
 		}
 		return b.String()
 	}
