@@ -131,6 +131,12 @@ const analysis = `
 - **P2**: ordered delivery (one event in flight per partition) to a sink that answers after
   5 ms: no implementation can beat partitions / latency = 1,600/s at 8 partitions and 6,400/s
   at 32 (row P2 32p).
+- **P2k**: ordered-by-key delivery (docs/configuration.md, "Ordering per key") of 20k records
+  keyed with 1,000 keys (picked at random with a fixed seed, placed by the key's hash) on 8
+  partitions, to the 5 ms sink of P2. One delivery per key and up to MaxInFlight 16 per
+  partition are in flight, so the limit is the smaller of the in-flight cap / latency
+  (8 x 16 / 5 ms = 25,600/s) and 128 serial POST loops sending the same records to the same
+  sink with no Kafka, measured in the same run.
 - **P3**: events POSTed to the real receiver library at 1,000/s (paced, not closed-loop), through
   Kafka (acks=all) and the dispatcher (ordered, the default) to the sink; the latency is from
   just before the POST to the sink receiving the event. Baseline: a kafka-go Writer with the
