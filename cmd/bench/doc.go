@@ -195,14 +195,14 @@ only when it is needed. Measured with the Go benchmarks of bench/binding_test.go
 
 Run at a load average of 12.7 (2 cores), one run of 8 rounds of each, so the times are only
 indicative. The allocation counts do not depend on the load. Per record the dispatcher now does
-about what the POST baseline does. In P1 the gain was within the noise of that load: in
-interleaved runs (-only P1, load averages 12-16) the ratio was 0.53 and 0.59 before, 0.72 and
-0.58 after.
+about what the POST baseline does. In P1 the gain is within the noise of this machine. In seven
+interleaved pairs of -only runs at load averages of 3-16, P1's ratio was 0.47-1.64 before and
+0.37-1.38 after. The POST baseline alone moved from 15k/s to 54k/s between minutes.
 
 P2k (ordered-by-key, row description above) is not in the table until the next full run.
-In runs with -only of this change, at load averages of 6-16: 10.6-17.0k/s, 0.94-1.12 of its
+In runs with -only of this change, at load averages of 3-16: 8.1-17.0k/s, 0.50-1.12 of its
 limit before the zero-copy path, and 4.6-16.4k/s, 0.58-0.90 after it. Its limit was 128 serial
-POST loops each time, at 8.0-18.2k/s, well under the in-flight cap / latency of 25,600/s. The
+POST loops each time, at 8.0-19.2k/s, well under the in-flight cap / latency of 25,600/s. The
 load moved these figures by 3x between minutes. An interleaved A/B on a quiet machine is still
 to be done to tell whether the lower ratios after are noise.
 
