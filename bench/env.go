@@ -108,10 +108,17 @@ func Event(prefix string, i int) *event.Event {
 }
 
 // Fill writes n events spread over every partition, in large batches (the setup, not a figure).
-func (e *Env) Fill(ch Channel, prefix string, n int) error {
+func (e *Env) Fill(ch Channel, prefix string, n int) error { return e.fill(ch, prefix, n, nil) }
+
+// fill is Fill with record keys: keyOf(i) is record i's key; nil writes no keys, round-robin.
+// Keyed records go where the key's hash says, as the receiver's writer places a partitionkey.
+func (e *Env) fill(ch Channel, prefix string, n int, keyOf func(i int) []byte) error {
 	w := &kafka.Writer{
 		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.RoundRobin{},
 		RequiredAcks: kafka.RequireAll, BatchSize: 1000, BatchTimeout: 5 * time.Millisecond,
+	}
+	if keyOf != nil {
+		w.Balancer = &kafka.Hash{}
 	}
 	defer func() { _ = w.Close() }()
 	const chunk = 5000
@@ -121,6 +128,9 @@ func (e *Env) Fill(ch Channel, prefix string, n int) error {
 			m, err := kafkabinding.ToMessage(Event(prefix, i))
 			if err != nil {
 				return fmt.Errorf("encoding event %d: %w", i, err)
+			}
+			if keyOf != nil {
+				m.Key = keyOf(i)
 			}
 			msgs = append(msgs, m)
 		}

@@ -83,13 +83,19 @@ func wait(done <-chan struct{}, budget time.Duration) error {
 // subscriber starts at the end of the topic (as Knative subscriptions do), so the records are
 // written once its group is Ready, in large batches that outpace the dispatcher.
 func (e *Env) DispatcherRate(ch Channel, sink *Sink, n int, unordered bool, budget time.Duration) (float64, error) {
+	return e.dispatcherRate(ch, sink, n, dispatcher.Channel{Unordered: unordered}, nil, budget)
+}
+
+// dispatcherRate is DispatcherRate for a channel in the delivery mode of c, its records keyed
+// by keyOf (nil: no keys).
+func (e *Env) dispatcherRate(ch Channel, sink *Sink, n int, c dispatcher.Channel, keyOf func(int) []byte, budget time.Duration) (float64, error) {
 	done := sink.Expect(n)
 	uid := fmt.Sprintf("rate-%d", e.seq.Add(1))
-	c := dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{Subscriber(uid, sink.URL)}, Unordered: unordered}
+	c.Subscribers = []v1beta1.SubscriberSpec{Subscriber(uid, sink.URL)}
 	if err := e.Prime(ch, c, uid); err != nil {
 		return 0, err
 	}
-	if err := e.Fill(ch, uid, n); err != nil {
+	if err := e.fill(ch, uid, n, keyOf); err != nil {
 		return 0, err
 	}
 	_, stop, err := e.RunDispatcher(ch, c)

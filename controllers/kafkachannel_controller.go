@@ -203,6 +203,11 @@ func (r *KafkaChannelReconciler) reconcileConfiguration(ctx context.Context, s *
 		return nil
 	}
 	s.conn, s.secretHash = conn, conn.Hash()
+	if err := v1beta1.CheckDeliveryOrder(s.ch.Annotations); err != nil {
+		// A typo must not pass for the mode asked for; the data plane goes ahead, ordered.
+		s.set(v1beta1.ConditionConfigurationReady, metav1.ConditionFalse, "DeliveryOrderInvalid", "%v", err)
+		return nil
+	}
 	s.set(v1beta1.ConditionConfigurationReady, metav1.ConditionTrue, "KafkaSecretValid",
 		"Kafka Secret %s/%s: %s", r.Config.OperatorNamespace, r.Config.SecretName, conn)
 	return nil

@@ -87,11 +87,21 @@ func (o outcome) describe() string {
 	return fmt.Sprintf("HTTP %d", o.code)
 }
 
-// send POSTs ev to dst (binary mode unless the delivery format is json) and retries per pol. It returns early, without a
+// outgoing is an event as send POSTs it: its id, for spans and logs, and its binding message,
+// which is either a decoded event or a binary-mode record passed through as it is
+// (kafkabinding.Binary), written again for each attempt.
+type outgoing struct {
+	id  string
+	msg binding.Message
+}
+
+func eventOut(ev *event.Event) outgoing { return outgoing{id: ev.ID(), msg: binding.ToMessage(ev)} }
+
+// send POSTs out to dst (binary mode unless the delivery format is json) and retries per pol. It returns early, without a
 // verdict, only when ctx ends (the caller then leaves the record uncommitted).
-func (s *subscription) send(ctx context.Context, dst destination, ev *event.Event, pol Policy) outcome {
+func (s *subscription) send(ctx context.Context, dst destination, out outgoing, pol Policy) outcome {
 	ctx, span := otel.Tracer(tracerName).Start(ctx, "deliver "+dst.kind, trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attribute.String("url.full", dst.uri), attribute.String("cloudevents.event_id", ev.ID())))
+		trace.WithAttributes(attribute.String("url.full", dst.uri), attribute.String("cloudevents.event_id", out.id)))
 	defer span.End()
 	var last outcome
 	for attempt := 0; ; attempt++ {
@@ -99,7 +109,7 @@ func (s *subscription) send(ctx context.Context, dst destination, ev *event.Even
 			s.d.metrics.retries.WithLabelValues(s.group, dst.kind).Inc()
 		}
 		var hdr http.Header
-		last, hdr = s.attempt(ctx, dst, ev, pol)
+		last, hdr = s.attempt(ctx, dst, out, pol)
 		s.d.metrics.deliveries.WithLabelValues(s.group, dst.kind, last.reason).Inc()
 		if last.ok() || ctx.Err() != nil {
 			break
@@ -127,7 +137,7 @@ func (s *subscription) send(ctx context.Context, dst destination, ev *event.Even
 	return last
 }
 
-func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.Event, pol Policy) (outcome, http.Header) {
+func (s *subscription) attempt(ctx context.Context, dst destination, out outgoing, pol Policy) (outcome, http.Header) {
 	actx, cancel := context.WithTimeout(ctx, pol.Timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(actx, http.MethodPost, dst.uri, nil)
@@ -138,8 +148,8 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 	if pol.Structured {
 		wctx = binding.WithForceStructured(actx)
 	}
-	if err := cehttp.WriteRequest(wctx, binding.ToMessage(ev), req); err != nil {
-		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", ev.ID(), dst.uri, err), reason: "error"}, nil
+	if err := cehttp.WriteRequest(wctx, out.msg, req); err != nil {
+		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", out.id, dst.uri, err), reason: "error"}, nil
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
 	if err := s.secureRequest(actx, dst, req); err != nil {
@@ -176,7 +186,7 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 		o.body = nil
 		o.err = fmt.Errorf("%s %s replied with a body over the %d MiB limit; the reply was neither forwarded nor dropped, the delivery failed", dst.kind, dst.uri, maxResponseBody>>20)
 		o.reason = codeClassReplyTooLarge
-		s.log.Info("reply over the size limit: delivery attempt failed", "url", dst.uri, "limitBytes", maxResponseBody, "id", ev.ID())
+		s.log.Info("reply over the size limit: delivery attempt failed", "url", dst.uri, "limitBytes", maxResponseBody, "id", out.id)
 		return o, resp.Header
 	}
 	if o.ok() {

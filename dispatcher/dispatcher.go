@@ -96,7 +96,8 @@ type Config struct {
 	// Log is the logger; logr.Discard() when zero.
 	Log logr.Logger
 
-	// MaxInFlight bounds the deliveries in flight per partition in unordered mode.
+	// MaxInFlight bounds the deliveries in flight per partition in unordered and
+	// ordered-by-key modes.
 	MaxInFlight int
 	// MaxConnsPerHost bounds the connections to one destination host, shared by every
 	// subscriber of the channel; 0: DefaultMaxConnsPerHost.
@@ -134,6 +135,9 @@ type Channel struct {
 	DeadLetterSinkAudience string
 	// Unordered allows several deliveries in flight per partition.
 	Unordered bool
+	// OrderedByKey allows several deliveries in flight per partition, one per record key at a
+	// time, in offset order within a key. Unordered wins when both are set.
+	OrderedByKey bool
 	// Paused are subscribers (uid -> ResetOffset token) that run no consumer group member
 	// while a ResetOffset moves their position (pause.go).
 	Paused map[string]string
@@ -142,10 +146,11 @@ type Channel struct {
 // ChannelFrom extracts what the dispatcher needs from a KafkaChannel.
 func ChannelFrom(kc *v1beta1.KafkaChannel) Channel {
 	c := Channel{
-		Subscribers: kc.Spec.Subscribers,
-		Delivery:    kc.Spec.Delivery,
-		Unordered:   kc.Annotations[v1beta1.DeliveryOrderAnnotation] == v1beta1.DeliveryOrderUnordered,
-		Paused:      pausedFrom(kc.Annotations),
+		Subscribers:  kc.Spec.Subscribers,
+		Delivery:     kc.Spec.Delivery,
+		Unordered:    kc.Annotations[v1beta1.DeliveryOrderAnnotation] == v1beta1.DeliveryOrderUnordered,
+		OrderedByKey: kc.Annotations[v1beta1.DeliveryOrderAnnotation] == v1beta1.DeliveryOrderOrderedByKey,
+		Paused:       pausedFrom(kc.Annotations),
 	}
 	if kc.Status.DeadLetterSinkURI != nil {
 		c.DeadLetterSinkURI = *kc.Status.DeadLetterSinkURI
@@ -157,6 +162,25 @@ func ChannelFrom(kc *v1beta1.KafkaChannel) Channel {
 		c.DeadLetterSinkAudience = *kc.Status.DeadLetterSinkAudience
 	}
 	return c
+}
+
+// deliveryOrder is how a partition's records may overlap in delivery.
+type deliveryOrder int
+
+const (
+	orderPartition deliveryOrder = iota // one in flight per partition
+	orderKey                            // one in flight per key, MaxInFlight per partition
+	orderNone                           // MaxInFlight per partition
+)
+
+func (c *Channel) order() deliveryOrder {
+	switch {
+	case c.Unordered:
+		return orderNone
+	case c.OrderedByKey:
+		return orderKey
+	}
+	return orderPartition
 }
 
 // SubscriberState is this dispatcher's view of one subscriber, what status.subscribers reports.
@@ -338,7 +362,7 @@ func (d *Dispatcher) groupID(uid string) string {
 // groups are left.
 func (d *Dispatcher) Run(ctx context.Context) error {
 	subs := map[string]*subscription{}
-	unordered := false
+	var order deliveryOrder
 	defer d.watch.close()
 	defer func() {
 		var wg sync.WaitGroup
@@ -361,11 +385,11 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		if desired == nil {
 			continue
 		}
-		if desired.Unordered != unordered {
+		if o := desired.order(); o != order {
 			// The in-flight window is fixed per partition loop: restart the members; their
 			// groups keep their committed positions.
 			d.stopAll(subs)
-			unordered = desired.Unordered
+			order = o
 		}
 		d.reconcile(ctx, subs, desired)
 	}
@@ -462,7 +486,7 @@ type subConfig struct {
 	reply      destination
 	deadLetter destination
 	policy     Policy
-	unordered  bool
+	order      deliveryOrder
 }
 
 func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subConfig, error) {
@@ -470,7 +494,7 @@ func (d *Dispatcher) buildConfig(spec v1beta1.SubscriberSpec, c *Channel) (*subC
 	if err != nil {
 		return nil, err
 	}
-	cfg := &subConfig{uid: spec.UID, generation: spec.Generation, policy: pol, unordered: c.Unordered}
+	cfg := &subConfig{uid: spec.UID, generation: spec.Generation, policy: pol, order: c.order()}
 	sa := ""
 	if spec.Auth != nil && spec.Auth.ServiceAccountName != nil {
 		sa = *spec.Auth.ServiceAccountName

@@ -376,7 +376,7 @@ func (s *subscription) commit(gs *genState, p int) error {
 }
 
 // consumePartition fetches one partition and hands records to deliveries, at most one in
-// flight (ordered) or MaxInFlight (unordered). When the generation ends it stops fetching,
+// flight (ordered) or MaxInFlight (unordered, and ordered-by-key with one per key: keyQueues). When the generation ends it stops fetching,
 // lets deliveries finish within DrainTimeout, abandons the rest and commits what is done.
 func (s *subscription) consumePartition(gctx context.Context, gs *genState, p int, start int64) {
 	cfg := s.d.cfg
@@ -405,9 +405,14 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	gs.mu.Lock()
 	tr := gs.trackers[p]
 	gs.mu.Unlock()
+	order := s.cfg.Load().order
 	window := 1
-	if s.cfg.Load().unordered {
+	if order != orderPartition {
 		window = cfg.MaxInFlight
+	}
+	var keys *keyQueues
+	if order == orderKey {
+		keys = &keyQueues{waiting: map[string][]queued{}}
 	}
 	// Deliveries outlive the generation by up to DrainTimeout, so they get their own context.
 	dctx, abandon := context.WithCancel(context.Background())
@@ -427,6 +432,18 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	// Resolved once per partition: the label lookups would otherwise run for every event.
 	dispatchLatency := s.d.metrics.latency.WithLabelValues(s.group)
 	eventLatency := s.d.metrics.eventLatency.WithLabelValues(s.group)
+	// deliver handles one record, marks it done when it is, and frees its slot.
+	deliver := func(m *kafka.Message, fetched time.Time) {
+		if s.handle(dctx, m) {
+			tr.markDone(m.Offset)
+			now := time.Now()
+			dispatchLatency.Observe(now.Sub(fetched).Seconds())
+			if !m.Time.IsZero() {
+				eventLatency.Observe(max(now.Sub(m.Time).Seconds(), 0))
+			}
+		}
+		<-slots
+	}
 	log.V(1).Info("consuming partition", "offset", start)
 fetch:
 	for {
@@ -456,19 +473,24 @@ fetch:
 		}
 		tr.add(msg.Offset, msg.HighWaterMark)
 		consumed.Inc()
-		inflight.Add(1)
 		fetched := time.Now()
+		if keys != nil {
+			// A record whose key has one in flight waits behind it, holding its slot, so
+			// the window bounds what is fetched and not yet handled, queued or not.
+			if !keys.enqueue(&msg, fetched) {
+				continue
+			}
+			inflight.Add(1)
+			go func() {
+				defer inflight.Done()
+				keys.run(&msg, fetched, deliver)
+			}()
+			continue
+		}
+		inflight.Add(1)
 		go func() {
 			defer inflight.Done()
-			if s.handle(dctx, &msg) {
-				tr.markDone(msg.Offset)
-				now := time.Now()
-				dispatchLatency.Observe(now.Sub(fetched).Seconds())
-				if !msg.Time.IsZero() {
-					eventLatency.Observe(max(now.Sub(msg.Time).Seconds(), 0))
-				}
-			}
-			<-slots
+			deliver(&msg, fetched)
 		}()
 	}
 	if s.d.crashed.Load() {

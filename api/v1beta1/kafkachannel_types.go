@@ -1,19 +1,43 @@
 package v1beta1
 
 import (
+	"fmt"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // Annotations understood on a KafkaChannel.
 const (
-	// DeliveryOrderAnnotation selects ordered (default: one event in flight per partition) or
-	// unordered delivery (a bounded number in flight per partition, committed contiguously).
+	// DeliveryOrderAnnotation selects ordered (default: one event in flight per partition),
+	// ordered-by-key (one event in flight per record key, a bounded number per partition) or
+	// unordered delivery (a bounded number in flight per partition); commits stay contiguous
+	// in every mode.
 	DeliveryOrderAnnotation = "kafka.eventing.knative.dev/delivery.order"
 	// DeliveryOrderOrdered is the default delivery order.
 	DeliveryOrderOrdered = "ordered"
 	// DeliveryOrderUnordered lifts throughput past partitions/latency.
 	DeliveryOrderUnordered = "unordered"
+	// DeliveryOrderOrderedByKey keeps the order of the records of each key (records without a
+	// key count as one key) and delivers different keys of a partition in parallel.
+	DeliveryOrderOrderedByKey = "ordered-by-key"
 )
+
+// CheckDeliveryOrder returns an error naming the accepted values when a channel's
+// DeliveryOrderAnnotation holds none of them. Annotations are outside the schema's reach, so
+// the manager reports this in ConfigurationReady; dispatchers deliver such a channel ordered,
+// the default, which loses no ordering a user may have meant.
+func CheckDeliveryOrder(annotations map[string]string) error {
+	v, ok := annotations[DeliveryOrderAnnotation]
+	if !ok {
+		return nil
+	}
+	switch v {
+	case DeliveryOrderOrdered, DeliveryOrderOrderedByKey, DeliveryOrderUnordered:
+		return nil
+	}
+	return fmt.Errorf("annotation %s is %q, not one of %q, %q, %q: events are delivered %s meanwhile",
+		DeliveryOrderAnnotation, v, DeliveryOrderOrdered, DeliveryOrderOrderedByKey, DeliveryOrderUnordered, DeliveryOrderOrdered)
+}
 
 // Condition types of a KafkaChannel. Ready is derived from all the others.
 const (

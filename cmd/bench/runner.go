@@ -80,7 +80,7 @@ func (r *runner) all() []bench.Row {
 		id  string
 		run func() []bench.Row
 	}{
-		{"P1", r.p1Row}, {"P2", r.p2Row},
+		{"P1", r.p1Row}, {"P2", r.p2Row}, {"P2K", r.p2kRow},
 		{"P3", func() []bench.Row { return []bench.Row{r.p3Row()} }},
 		{"P4", func() []bench.Row { return []bench.Row{r.p4Row()} }},
 		{"P4B", func() []bench.Row { return []bench.Row{r.p4bRow()} }},

@@ -52,7 +52,7 @@ func main() {
 	flag.StringVar(&o.secretDir, "kafka-secret-dir", kafkaconn.SecretDir(),
 		"directory of the mounted Kafka Secret (env KAFKA_SECRET_DIR)")
 	flag.IntVar(&o.maxInFlight, "max-in-flight", dispatcher.DefaultMaxInFlight,
-		"deliveries in flight per partition and subscriber when the channel is annotated "+v1beta1.DeliveryOrderAnnotation+": "+v1beta1.DeliveryOrderUnordered)
+		"deliveries in flight per partition and subscriber when the channel is annotated "+v1beta1.DeliveryOrderAnnotation+": "+v1beta1.DeliveryOrderUnordered+" or "+v1beta1.DeliveryOrderOrderedByKey)
 	flag.DurationVar(&o.commitInterval, "commit-interval", dispatcher.DefaultCommitInterval, "how often handled offsets are committed")
 	flag.DurationVar(&o.drainTimeout, "drain-timeout", dispatcher.DefaultDrainTimeout,
 		"on shutdown or rebalance, how long deliveries in flight may finish before they are left to the next owner; must end 5s before the session timeout")

@@ -57,7 +57,7 @@ func TestConfigurationReferenceCoversTheCode(t *testing.T) {
 	want = append(want, kafkaconn.KeyBrokers, kafkaconn.KeyProtocol, kafkaconn.KeySASLMechanism, kafkaconn.KeyUser,
 		kafkaconn.KeyPassword, kafkaconn.KeyCACert, kafkaconn.KeyUserCert, kafkaconn.KeyUserKey,
 		kafkaconn.KeyLegacyUsername, kafkaconn.KeyLegacySASLType,
-		v1beta1.DeliveryOrderAnnotation, v1beta1.DeliveryOrderOrdered, v1beta1.DeliveryOrderUnordered,
+		v1beta1.DeliveryOrderAnnotation, v1beta1.DeliveryOrderOrdered, v1beta1.DeliveryOrderUnordered, v1beta1.DeliveryOrderOrderedByKey,
 		v1alpha1.PauseAnnotationPrefix+"<subscriber uid>",
 		features.ConfigMap, string(features.EncryptionDisabled), string(features.EncryptionPermissive),
 		string(features.EncryptionStrict), string(features.AllowAll), string(features.AllowSameNamespace),
