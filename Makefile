@@ -255,24 +255,50 @@ kind-load: ## Load the four images into a kind cluster (KIND_CLUSTER, default ki
 ##@ Deployment
 
 .PHONY: install
-install: manifests ## Install the CRD into the cluster in ~/.kube/config.
-	$(KUSTOMIZE) config/crd | $(KUBECTL) apply --server-side -f -
+install: manifests ## Install the CRD into the cluster (the real cluster's while it is up, else ~/.kube/config).
+	$(KUSTOMIZE) config/crd | $(KUBECTL_ENV) $(KUBECTL) apply --server-side -f -
 
 .PHONY: uninstall
 uninstall: manifests ## Remove the CRD.
-	$(KUSTOMIZE) config/crd | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUSTOMIZE) config/crd | $(KUBECTL_ENV) $(KUBECTL) delete --ignore-not-found -f -
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster in ~/.kube/config.
-	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL) apply --server-side -f -
+deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster (the real cluster's while it is up, else ~/.kube/config).
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL_ENV) $(KUBECTL) apply --server-side -f -
 
 .PHONY: undeploy
 undeploy: ## Remove the operator.
-	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL) delete --ignore-not-found -f -
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL_ENV) $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: samples
+samples: ## Apply config/samples (a subscriber, EVENTDISPLAY_IMG, and a channel delivering to it) to the same cluster as make deploy.
+	@./hack/render.sh config/samples "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" "$(EVENTDISPLAY_IMG)" | $(KUBECTL_ENV) $(KUBECTL) apply -f -
 
 .PHONY: bundle
 bundle: manifests operator-sdk ## Regenerate the OLM bundle in bundle/.
 	./hack/bundle.sh "$(OPERATOR_SDK)" "$(VERSION)" "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)"
+
+##@ On the real cluster (make cluster; CLUSTER_ENV names its env file)
+
+CLUSTER_KAFKA_DIR ?= $(CURDIR)/.cluster-kafka
+KAFKA_NODE_PORT ?= 19092
+CLUSTER_TEST_FLAGS ?= -timeout 40m
+
+.PHONY: cluster-kafka
+cluster-kafka: kafka-dist ## Run Apache Kafka $(KAFKA_VERSION) on the cluster node's address, outside the cluster (as a managed Kafka), named kafka.kafka.svc.cluster.local:9092 inside it.
+	@[ -n "$(CLUSTER_KUBECONFIG)" ] || { echo "no ready cluster at $(CLUSTER_ENV) (make cluster, or CLUSTER_ENV=path)"; exit 1; }
+	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_NODE_PORT=$(KAFKA_NODE_PORT) \
+	  ./hack/kafka/node.sh up "$(CLUSTER_KAFKA_DIR)"
+
+.PHONY: cluster-kafka-down
+cluster-kafka-down: ## Stop the Apache Kafka of make cluster-kafka.
+	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" ./hack/kafka/node.sh down "$(CLUSTER_KAFKA_DIR)"
+
+.PHONY: test-cluster
+test-cluster: docker-build docker-push deploy cluster-kafka ## The story on real pods (test/cluster): images, make deploy, Kafka on the node, faults, probes, RBAC, logs; needs make cluster (not part of make test).
+	@[ -n "$(CLUSTER_KUBECONFIG)" ] || { echo "no ready cluster at $(CLUSTER_ENV) (make cluster, or CLUSTER_ENV=path)"; exit 1; }
+	CLUSTER_ENV="$(CLUSTER_ENV)" EVENTDISPLAY_IMG="$(EVENTDISPLAY_IMG)" KAFKACHANNEL_CLUSTER=1 \
+	  go test ./test/cluster -count=1 -v $(CLUSTER_TEST_FLAGS) 2>&1 | tee $(LOCALBIN)/test-cluster.log
 
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))
 

@@ -1,0 +1,263 @@
+package cluster
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The story on real pods, in order: what a user installs (make deploy) serves a channel with
+// two in-cluster subscribers; then the faults (pods deleted mid-stream, the Kafka Secret
+// rotated), the probes, RBAC and logs, and a channel with 100 subscribers under load.
+func TestOnRealPods(t *testing.T) {
+	e := clusterEnv(t)
+	ns := fmt.Sprintf("kc-test-%d", time.Now().Unix()%100000)
+	e.mustKubectl(t, "", "create", "namespace", ns)
+	e.mustKubectl(t, "", "label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
+	t.Cleanup(func() {
+		if t.Failed() && os.Getenv("KEEP") != "" {
+			t.Logf("kept namespace %s (KEEP set)", ns)
+			return
+		}
+		_, _ = e.kubectl("", "delete", "namespace", ns, "--wait=false")
+	})
+	nodeIP := strings.TrimSpace(e.mustKubectl(t, "", "get", "nodes", "-o", `jsonpath={.items[0].status.addresses[?(@.type=="InternalIP")].address}`))
+	e.nodeIP = nodeIP
+
+	t.Log("the manager from make deploy: Running and Ready as its ServiceAccount")
+	e.rolledOut(t, operatorNS, "app.kubernetes.io/component=manager", 3*time.Minute)
+	if sa := e.mustKubectl(t, "", "-n", operatorNS, "get", "pods", "-l", "app.kubernetes.io/component=manager",
+		"-o", "jsonpath={.items[0].spec.serviceAccountName}"); sa != "kafkachannel-manager" {
+		t.Fatalf("the manager runs as %q", sa)
+	}
+	e.buildSender(t)
+	e.mustKubectl(t, e.subscriber(ns, "sub-a")+"---\n"+e.subscriber(ns, "sub-b"), "apply", "-f", "-")
+	e.rolledOut(t, ns, "", 3*time.Minute)
+
+	channel := "story"
+	e.mustKubectl(t, fmt.Sprintf(`apiVersion: messaging.knative.dev/v1beta1
+kind: KafkaChannel
+metadata: {name: %[1]s, namespace: %[2]s}
+spec:
+  numPartitions: 4
+  replicationFactor: 1
+  delivery: {retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S}
+  subscribers:
+  - {uid: 00000000-0000-0000-0000-00000000000a, generation: 1, subscriberUri: "http://sub-a.%[2]s.svc.cluster.local/"}
+  - {uid: 00000000-0000-0000-0000-00000000000b, generation: 1, subscriberUri: "http://sub-b.%[2]s.svc.cluster.local/"}
+`, channel, ns), "apply", "-f", "-")
+	url := fmt.Sprintf("http://%s-kn-channel.%s.svc.cluster.local", channel, ns)
+	eventually(t, 4*time.Minute, "the channel is Ready", func() (bool, string) {
+		out, _ := e.kubectl("", "-n", ns, "get", "kafkachannels", channel, "--no-headers")
+		f := strings.Fields(out)
+		return len(f) >= 4 && f[1] == "True" && f[3] == url, out
+	})
+	t.Logf("kubectl get kafkachannels:\n%s", e.mustKubectl(t, "", "-n", ns, "get", "kafkachannels"))
+	dispatchers := "messaging.knative.dev/channel=" + channel + ",app.kubernetes.io/component=dispatcher"
+	receivers := "app.kubernetes.io/component=receiver,app.kubernetes.io/managed-by=kafkachannel-manager"
+
+	if !t.Run("happy path: two subscribers get every event unaltered", func(t *testing.T) {
+		e.send(t, ns, "happy", url, 200, 5*time.Millisecond)
+		t.Log(e.sent(t, ns, "happy", 5*time.Minute))
+		dups := e.allDelivered(t, ns, "happy", 200, 3*time.Minute, "sub-a", "sub-b")
+		t.Logf("duplicates: %v", dups)
+		for sub, d := range dups {
+			if d > 0 {
+				t.Errorf("%s got %d duplicates with nothing failing", sub, d)
+			}
+		}
+	}) {
+		t.FailNow()
+	}
+
+	t.Run("logs of every component are free of errors on the happy path", func(t *testing.T) {
+		for _, c := range []struct{ ns, selector string }{
+			{operatorNS, "app.kubernetes.io/component=manager"},
+			{operatorNS, receivers},
+			{operatorNS, dispatchers},
+			{ns, "app=sub-a"},
+		} {
+			for _, pod := range e.podsOf(t, c.ns, c.selector) {
+				logs := e.mustKubectl(t, "", "-n", c.ns, "logs", pod, "--tail=-1")
+				for _, l := range strings.Split(logs, "\n") {
+					low := strings.ToLower(l)
+					if strings.Contains(low, `"level":"error"`) || strings.Contains(low, "panic") || strings.HasPrefix(l, "E1") || strings.HasPrefix(l, "E0") {
+						t.Errorf("%s: %s", pod, l)
+					}
+				}
+				if c.ns == operatorNS && !strings.Contains(logs, `"memoryLimitFrom":"MEMORY_LIMIT"`) {
+					t.Errorf("%s did not take its memory limit from the downward API; its log has no process limits line with it", pod)
+				}
+			}
+		}
+	})
+
+	t.Run("RBAC of each ServiceAccount, asked of the cluster", func(t *testing.T) {
+		sa := func(name string) string { return "system:serviceaccount:" + operatorNS + ":kafkachannel-" + name }
+		for _, tc := range []struct {
+			who, verb, what, ns string
+			allow               bool
+		}{
+			{sa("dispatcher"), "get", "kafkachannels.messaging.knative.dev", ns, true},
+			{sa("dispatcher"), "patch", "kafkachannels.messaging.knative.dev/status", ns, true},
+			{sa("dispatcher"), "update", "kafkachannels.messaging.knative.dev", ns, false},
+			{sa("dispatcher"), "get", "secrets", operatorNS, false},
+			{sa("dispatcher"), "create", "serviceaccounts/token", ns, true},
+			{sa("dispatcher"), "create", "deployments.apps", operatorNS, false},
+			{sa("receiver"), "watch", "kafkachannels.messaging.knative.dev", ns, true},
+			{sa("receiver"), "patch", "kafkachannels.messaging.knative.dev/status", ns, false},
+			{sa("receiver"), "get", "secrets", operatorNS, false},
+			{sa("receiver"), "create", "pods", operatorNS, false},
+			{sa("manager"), "create", "deployments.apps", operatorNS, true},
+			{sa("manager"), "get", "secrets", operatorNS, true},
+			{sa("manager"), "delete", "secrets", operatorNS, false},
+			{sa("manager"), "create", "leases.coordination.k8s.io", operatorNS, true},
+			{sa("manager"), "create", "leases.coordination.k8s.io", ns, false},
+			{sa("manager"), "create", "pods/exec", operatorNS, false},
+			{sa("manager"), "create", "serviceaccounts/token", ns, false},
+		} {
+			resource, sub, _ := strings.Cut(tc.what, "/")
+			args := []string{"auth", "can-i", tc.verb, resource, "--as=" + tc.who, "-n", tc.ns}
+			if sub != "" {
+				args = append(args, "--subresource="+sub)
+			}
+			out, _ := e.kubectl("", args...)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			got := strings.HasPrefix(strings.TrimSpace(lines[len(lines)-1]), "yes")
+			if got != tc.allow {
+				t.Errorf("%s %s %s in %s: can-i says %q, want allowed=%v", tc.who, tc.verb, tc.what, tc.ns, out, tc.allow)
+			}
+		}
+		// The manager really holds the leader-election lease as its ServiceAccount.
+		holder := e.mustKubectl(t, "", "-n", operatorNS, "get", "lease", "kafkachannel-manager.messaging.knative.dev", "-o", "jsonpath={.spec.holderIdentity}")
+		if !strings.HasPrefix(holder, "kafkachannel-manager-") {
+			t.Errorf("the leader-election lease is held by %q, not a manager pod", holder)
+		}
+	})
+
+	// A pod deleted mid-stream: the ReplicaSet replaces it, the sender retries what the receiver
+	// refused or dropped, and the dispatcher redelivers what it had not committed.
+	for _, tc := range []struct{ name, prefix, selector string }{
+		{"dispatcher pod deleted mid-stream: 0 lost, duplicates bounded", "ddel", dispatchers},
+		{"receiver pod deleted mid-stream: 0 lost, duplicates bounded", "rdel", receivers},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			const count = 600
+			e.send(t, ns, tc.prefix, url, count, 20*time.Millisecond)
+			eventually(t, 3*time.Minute, "the first 100 events arrive", func() (bool, string) {
+				r := e.delivered(t, ns, "sub-a")
+				n := 0
+				for id := range r.count {
+					if strings.HasPrefix(id, tc.prefix+"-") {
+						n++
+					}
+				}
+				return n >= 100, fmt.Sprint(n)
+			})
+			pods := e.podsOf(t, operatorNS, tc.selector)
+			t.Logf("deleting %v", pods)
+			e.mustKubectl(t, "", append([]string{"-n", operatorNS, "delete", "pod", "--wait=false"}, pods...)...)
+			t.Log(e.sent(t, ns, tc.prefix, 10*time.Minute))
+			dups := e.allDelivered(t, ns, tc.prefix, count, 5*time.Minute, "sub-a", "sub-b")
+			t.Logf("duplicates: %v", dups)
+			for sub, d := range dups {
+				// At most what was in flight or uncommitted when the pod went: far below the
+				// batch; every event redelivered would mean offsets are not committed at all.
+				if d > count/2 {
+					t.Errorf("%s got %d duplicates of %d events", sub, d, count)
+				}
+			}
+			e.rolledOut(t, operatorNS, tc.selector, 3*time.Minute)
+		})
+	}
+
+	t.Run("the Kafka Secret rotated: the data plane rolls, 0 lost", func(t *testing.T) {
+		hashes := func() string {
+			return e.mustKubectl(t, "", "-n", operatorNS, "get", "deploy", "-l", "app.kubernetes.io/managed-by=kafkachannel-manager",
+				"-o", `jsonpath={range .items[*]}{.spec.template.metadata.annotations.kafkachannel\.knative\.dev/config-hash}{" "}{end}`)
+		}
+		before := hashes()
+		brokers := strings.TrimSpace(e.mustKubectl(t, "", "-n", operatorNS, "get", "secret", "kafka-secret", "-o", "jsonpath={.data.brokers}"))
+		// The same Kafka under its other name: the node's address instead of the Service's.
+		rotated := e.nodeIP + ":" + e.kafkaPort
+		t.Cleanup(func() {
+			_, _ = e.kubectl("", "-n", operatorNS, "patch", "secret", "kafka-secret", "-p", `{"data":{"brokers":"`+brokers+`"}}`)
+		})
+		const count = 600
+		e.send(t, ns, "rot", url, count, 20*time.Millisecond)
+		time.Sleep(0) // the sender is started; rotate while it runs
+		e.mustKubectl(t, "", "-n", operatorNS, "patch", "secret", "kafka-secret", "-p", `{"stringData":{"brokers":"`+rotated+`"}}`)
+		eventually(t, 2*time.Minute, "the manager rolls the data plane", func() (bool, string) {
+			h := hashes()
+			return h != before && !strings.Contains(h, strings.Fields(before)[0]), h
+		})
+		e.rolledOut(t, operatorNS, "app.kubernetes.io/managed-by=kafkachannel-manager", 4*time.Minute)
+		t.Log(e.sent(t, ns, "rot", 10*time.Minute))
+		dups := e.allDelivered(t, ns, "rot", count, 5*time.Minute, "sub-a", "sub-b")
+		t.Logf("duplicates: %v", dups)
+	})
+
+	t.Run("probes: a frozen process is taken out of its Service, then restarted", func(t *testing.T) {
+		if os.Geteuid() != 0 {
+			t.Skip("freezing a container's process needs root on the node")
+		}
+		for _, c := range []struct{ name, selector, binary string }{
+			{"dispatcher", dispatchers, "/dispatcher"},
+			{"receiver", receivers, "/receiver"},
+			{"manager", "app.kubernetes.io/component=manager", "/manager"},
+		} {
+			t.Run(c.name, func(t *testing.T) { e.freezeAndRecover(t, c.selector, c.binary) })
+		}
+	})
+}
+
+// freezeAndRecover stops (SIGSTOP) the process of the one pod matching selector from the node:
+// what both probes watch is that process answering on its port. Readiness must turn the pod
+// NotReady, liveness must get the container restarted, and it must come back Ready.
+func (e *env) freezeAndRecover(t *testing.T, selector, binary string) {
+	pod := e.podsOf(t, operatorNS, selector)[0]
+	uid := e.mustKubectl(t, "", "-n", operatorNS, "get", "pod", pod, "-o", "jsonpath={.metadata.uid}")
+	restarts := e.mustKubectl(t, "", "-n", operatorNS, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].restartCount}")
+	pid := processOfPod(t, uid, binary)
+	t.Logf("freezing %s (pid %d on the node)", pod, pid)
+	if err := signalProcess(pid, "STOP"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = signalProcess(pid, "CONT") })
+	eventually(t, 2*time.Minute, pod+" turns NotReady (readiness)", func() (bool, string) {
+		out, _ := e.kubectl("", "-n", operatorNS, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return out == "False", out
+	})
+	eventually(t, 4*time.Minute, pod+" is restarted (liveness)", func() (bool, string) {
+		out, _ := e.kubectl("", "-n", operatorNS, "get", "pod", pod, "-o", "jsonpath={.status.containerStatuses[0].restartCount}")
+		return out != restarts && out != "", out
+	})
+	eventually(t, 3*time.Minute, pod+" is Ready again", func() (bool, string) {
+		out, _ := e.kubectl("", "-n", operatorNS, "get", "pod", pod, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+		return out == "True", out
+	})
+}
+
+// processOfPod finds, on the node, the process running binary in the pod with uid: its cgroup
+// path names the pod (cgroupfs driver: .../pod<uid>/<container>).
+func processOfPod(t *testing.T, uid, binary string) int {
+	t.Helper()
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		cg, err := os.ReadFile(filepath.Join(d, "cgroup"))
+		if err != nil || !strings.Contains(string(cg), "pod"+uid) {
+			continue
+		}
+		cmdline, _ := os.ReadFile(filepath.Join(d, "cmdline"))
+		if strings.SplitN(string(cmdline), "\x00", 2)[0] == binary {
+			var pid int
+			fmt.Sscan(filepath.Base(d), &pid)
+			return pid
+		}
+	}
+	t.Fatalf("no process %s of pod %s on this node", binary, uid)
+	return 0
+}
