@@ -295,9 +295,9 @@ cluster-kafka-down: ## Stop the Apache Kafka of make cluster-kafka.
 	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" ./hack/kafka/node.sh down "$(CLUSTER_KAFKA_DIR)"
 
 .PHONY: test-cluster
-test-cluster: docker-build docker-push deploy cluster-kafka ## The story on real pods (test/cluster): images, make deploy, Kafka on the node, faults, probes, RBAC, logs; needs make cluster (not part of make test).
+test-cluster: docker-build docker-push deploy cluster-kafka crane ## The story on real pods (test/cluster): images, make deploy, Kafka on the node, faults, probes, RBAC, logs; needs make cluster (not part of make test).
 	@[ -n "$(CLUSTER_KUBECONFIG)" ] || { echo "no ready cluster at $(CLUSTER_ENV) (make cluster, or CLUSTER_ENV=path)"; exit 1; }
-	CLUSTER_ENV="$(CLUSTER_ENV)" EVENTDISPLAY_IMG="$(EVENTDISPLAY_IMG)" KAFKACHANNEL_CLUSTER=1 \
+	CLUSTER_ENV="$(CLUSTER_ENV)" EVENTDISPLAY_IMG="$(EVENTDISPLAY_IMG)" CRANE="$(CRANE)" KAFKA_NODE_PORT=$(KAFKA_NODE_PORT) KAFKACHANNEL_CLUSTER=1 \
 	  go test ./test/cluster -count=1 -v $(CLUSTER_TEST_FLAGS) 2>&1 | tee $(LOCALBIN)/test-cluster.log
 
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))

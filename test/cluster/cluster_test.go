@@ -3,7 +3,9 @@ package cluster
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -200,6 +202,102 @@ spec:
 		t.Logf("duplicates: %v", dups)
 	})
 
+	t.Run("https without cert-manager, set up as docs/security.md says", func(t *testing.T) {
+		doc, err := os.ReadFile(filepath.Join(e.root, "docs", "security.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, block, ok := strings.Cut(string(doc), "<!-- receiver-tls-without-cert-manager -->\n```sh\n")
+		block, _, ok2 := strings.Cut(block, "```")
+		if !ok || !ok2 {
+			t.Fatal("docs/security.md has no receiver-tls-without-cert-manager block")
+		}
+		_, _ = e.kubectl("", "-n", operatorNS, "delete", "secret", "kafkachannel-receiver-tls", "--ignore-not-found")
+		sh := exec.Command("bash", "-euo", "pipefail", "-c", block)
+		sh.Dir = t.TempDir()
+		sh.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+		if out, err := sh.CombinedOutput(); err != nil {
+			t.Fatalf("the documented commands failed: %v\n%s", err, out)
+		}
+		var httpsURL, ca string
+		eventually(t, 2*time.Minute, "the channel has an https address with CACerts", func() (bool, string) {
+			out, _ := e.kubectl("", "-n", ns, "get", "kafkachannel", channel, "-o",
+				`jsonpath={range .status.addresses[*]}{.url}{"\t"}{.CACerts}{"\n"}{end}`)
+			for _, l := range strings.Split(out, "\n") {
+				u, c, _ := strings.Cut(l, "\t")
+				if strings.HasPrefix(u, "https://") && strings.Contains(c, "BEGIN CERTIFICATE") {
+					httpsURL, ca = u, c
+					return true, out
+				}
+			}
+			return false, out
+		})
+		e.mustKubectl(t, "", "-n", ns, "create", "configmap", "channel-ca", "--from-literal=ca.crt="+ca)
+		// The receiver learns of the Secret only when the kubelet refreshes its volume; until
+		// then the https port refuses and the sender retries.
+		e.send(t, ns, "tls", httpsURL, 100, 5*time.Millisecond, "channel-ca")
+		t.Log(e.sent(t, ns, "tls", 5*time.Minute))
+		e.allDelivered(t, ns, "tls", 100, 3*time.Minute, "sub-a", "sub-b")
+	})
+
+	t.Run("100 subscribers under load: the dispatcher stays inside its memory limit", func(t *testing.T) {
+		e.mustKubectl(t, e.subscriber(ns, "sub-load"), "apply", "-f", "-")
+		e.rolledOut(t, ns, "", 3*time.Minute)
+		var subs strings.Builder
+		for i := range 100 {
+			fmt.Fprintf(&subs, "  - {uid: 00000000-0000-0000-0001-%012d, generation: 1, subscriberUri: \"http://sub-load.%s.svc.cluster.local/s/%d\"}\n", i, ns, i)
+		}
+		e.mustKubectl(t, fmt.Sprintf(`apiVersion: messaging.knative.dev/v1beta1
+kind: KafkaChannel
+metadata: {name: load, namespace: %s}
+spec:
+  numPartitions: 4
+  replicationFactor: 1
+  delivery: {retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S}
+  subscribers:
+%s`, ns, subs.String()), "apply", "-f", "-")
+		loadURL := fmt.Sprintf("http://load-kn-channel.%s.svc.cluster.local", ns)
+		eventually(t, 6*time.Minute, "the 100-subscriber channel is Ready", func() (bool, string) {
+			out, _ := e.kubectl("", "-n", ns, "get", "kafkachannels", "load", "--no-headers")
+			f := strings.Fields(out)
+			return len(f) >= 2 && f[1] == "True", out
+		})
+		const count = 100
+		e.send(t, ns, "load", loadURL, count, time.Millisecond)
+		t.Log(e.sent(t, ns, "load", 5*time.Minute))
+		eventually(t, 10*time.Minute, "every subscriber gets every event", func() (bool, string) {
+			r := e.delivered(t, ns, "sub-load")
+			short := 0
+			for i := 1; i <= count; i++ {
+				if r.count[fmt.Sprintf("load-%d", i)] < 100 {
+					short++
+				}
+			}
+			return short == 0, fmt.Sprintf("%d events not yet at 100 deliveries", short)
+		})
+		sel := "messaging.knative.dev/channel=load,app.kubernetes.io/component=dispatcher"
+		for _, pod := range e.podsOf(t, operatorNS, sel) {
+			state := e.mustKubectl(t, "", "-n", operatorNS, "get", "pod", pod, "-o",
+				`jsonpath={.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.reason} {.spec.containers[0].resources.limits.memory} {.metadata.uid}`)
+			f := strings.Fields(state)
+			if len(f) < 3 || f[0] != "0" {
+				t.Errorf("%s restarted: %s", pod, state)
+			}
+			if strings.Contains(state, "OOMKilled") {
+				t.Errorf("%s was OOMKilled", pod)
+			}
+			uid := f[len(f)-1]
+			if peak, limit, err := cgroupMemory(uid); err != nil {
+				t.Errorf("%s: %v", pod, err)
+			} else {
+				t.Logf("%s: peak memory %.1f MiB of a %.0f MiB limit (cgroup v1 max_usage_in_bytes)", pod, float64(peak)/(1<<20), float64(limit)/(1<<20))
+				if peak >= limit {
+					t.Errorf("%s reached its memory limit", pod)
+				}
+			}
+		}
+	})
+
 	t.Run("probes: a frozen process is taken out of its Service, then restarted", func(t *testing.T) {
 		if os.Geteuid() != 0 {
 			t.Skip("freezing a container's process needs root on the node")
@@ -260,4 +358,29 @@ func processOfPod(t *testing.T, uid, binary string) int {
 	}
 	t.Fatalf("no process %s of pod %s on this node", binary, uid)
 	return 0
+}
+
+// cgroupMemory reads a pod's peak memory and limit from its cgroup on the node (cgroup v1,
+// cgroupfs driver: kubepods[/<qos>]/pod<uid>).
+func cgroupMemory(uid string) (peak, limit int64, err error) {
+	var dirs []string
+	for _, pattern := range []string{"/sys/fs/cgroup/memory/kubepods/pod%s", "/sys/fs/cgroup/memory/kubepods/*/pod%s", "/sys/fs/cgroup/memory/*/kubepods/*/pod%s"} {
+		m, _ := filepath.Glob(fmt.Sprintf(pattern, uid))
+		dirs = append(dirs, m...)
+	}
+	if len(dirs) == 0 {
+		return 0, 0, fmt.Errorf("no memory cgroup of pod %s on this node", uid)
+	}
+	read := func(name string) (int64, error) {
+		b, err := os.ReadFile(filepath.Join(dirs[0], name))
+		if err != nil {
+			return 0, err
+		}
+		return strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+	}
+	if peak, err = read("memory.max_usage_in_bytes"); err != nil {
+		return 0, 0, err
+	}
+	limit, err = read("memory.limit_in_bytes")
+	return peak, limit, err
 }

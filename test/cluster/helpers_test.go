@@ -172,9 +172,19 @@ spec:
 `, name, ns, e.eventdisplayImage, restricted)
 }
 
-// send starts a sender pod posting count events with ids PREFIX-1..count to url.
-func (e *env) send(t *testing.T, ns, prefix, url string, count int, interval time.Duration) {
+// send starts a sender pod posting count events with ids PREFIX-1..count to url; with caConfigMap
+// it trusts the ca.crt of that ConfigMap (an https address).
+func (e *env) send(t *testing.T, ns, prefix, url string, count int, interval time.Duration, caConfigMap ...string) {
 	t.Helper()
+	args := fmt.Sprintf(`"--url=%s", "--prefix=%s", "--count=%d", "--interval=%s"`, url, prefix, count, interval)
+	volumes := ""
+	if len(caConfigMap) > 0 {
+		args += `, "--ca=/ca/ca.crt"`
+		volumes = fmt.Sprintf(`
+    volumeMounts: [{name: ca, mountPath: /ca, readOnly: true}]
+  volumes:
+  - {name: ca, configMap: {name: %s}}`, caConfigMap[0])
+	}
 	e.mustKubectl(t, fmt.Sprintf(`apiVersion: v1
 kind: Pod
 metadata: {name: send-%[1]s, namespace: %[2]s}
@@ -183,9 +193,9 @@ spec:
   containers:
   - name: sender
     image: %[3]s
-    args: ["--url=%[4]s", "--prefix=%[1]s", "--count=%[5]d", "--interval=%[6]s"]
-    resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 64Mi}}%[7]s
-`, prefix, ns, e.senderImage, url, count, interval, strings.ReplaceAll(restricted, "\n      ", "\n  ")), "apply", "-f", "-")
+    args: [%[4]s]
+    resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 64Mi}}%[5]s%[6]s
+`, prefix, ns, e.senderImage, args, strings.ReplaceAll(restricted, "\n      ", "\n  "), volumes), "apply", "-f", "-")
 }
 
 // sent waits for the sender pod to finish and returns its summary line.

@@ -6,6 +6,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"flag"
 	"fmt"
 	"io"
@@ -24,8 +26,20 @@ func main() {
 	count := flag.Int("count", 100, "events to send")
 	interval := flag.Duration("interval", 10*time.Millisecond, "pause between events")
 	giveUp := flag.Duration("give-up", 5*time.Minute, "how long one event may be retried")
+	caFile := flag.String("ca", "", "PEM CA to trust for an https address (the channel's CACerts)")
 	flag.Parse()
 	client := &http.Client{Timeout: 10 * time.Second}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			log.Fatalf("no certificate in %s", *caFile)
+		}
+		client.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}
+	}
 	retries := 0
 	start := time.Now()
 	for seq := 1; seq <= *count; seq++ {
