@@ -12,7 +12,11 @@ KUBECTL_ENV = $(if $(CLUSTER_KUBECONFIG),KUBECONFIG=$(CLUSTER_KUBECONFIG))
 # Images (make deploy IMG=... wires them into the manifests). Recursive variables on purpose:
 # `make cluster docker-build docker-push deploy` reads the registry once the cluster wrote it.
 VERSION ?= 0.1.0
-IMAGE_REGISTRY ?= $(if $(CLUSTER_REGISTRY),$(CLUSTER_REGISTRY)/kafkachannel,ghcr.io/kafkachannel)
+IMAGE_REGISTRY ?= ghcr.io/kafkachannel
+# The targets that build, push and install images use the cluster's registry while it is up;
+# make bundle keeps the release names.
+CLUSTER_IMAGE_TARGETS := docker-build docker-push deploy undeploy samples test-cluster kind-load
+$(CLUSTER_IMAGE_TARGETS): IMAGE_REGISTRY = $(if $(CLUSTER_REGISTRY),$(CLUSTER_REGISTRY)/kafkachannel,ghcr.io/kafkachannel)
 IMG ?= $(IMAGE_REGISTRY)/kafkachannel-manager:v$(VERSION)
 DISPATCHER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-dispatcher:v$(VERSION)
 RECEIVER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-receiver:v$(VERSION)
@@ -262,9 +266,17 @@ install: manifests ## Install the CRD into the cluster (the real cluster's while
 uninstall: manifests ## Remove the CRD.
 	$(KUSTOMIZE) config/crd | $(KUBECTL_ENV) $(KUBECTL) delete --ignore-not-found -f -
 
+# The user's settings (the Kafka Secret, the config-* ConfigMaps: label kafkachannel.knative.dev/
+# settings=user) are created when absent and otherwise left alone: applying them again would undo
+# what the user changed (docs/security.md patches config-features) or fail on its field owner.
 .PHONY: deploy
-deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster (the real cluster's while it is up, else ~/.kube/config).
-	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL_ENV) $(KUBECTL) apply --server-side -f -
+deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster (the real cluster's while it is up, else ~/.kube/config); keeps the user's settings.
+	@mkdir -p $(LOCALBIN)
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" > $(LOCALBIN)/deploy.yaml
+	$(KUBECTL_ENV) $(KUBECTL) apply --server-side -l 'kafkachannel.knative.dev/settings!=user' -f $(LOCALBIN)/deploy.yaml
+	@out=$$($(KUBECTL_ENV) $(KUBECTL) create -l 'kafkachannel.knative.dev/settings=user' -f $(LOCALBIN)/deploy.yaml 2>&1) || \
+	  if echo "$$out" | grep -v AlreadyExists | grep -q .; then echo "$$out"; exit 1; fi; \
+	  echo "$$out" | grep -v AlreadyExists || echo "settings (Kafka Secret, config-* ConfigMaps) kept as they are"
 
 .PHONY: undeploy
 undeploy: ## Remove the operator.

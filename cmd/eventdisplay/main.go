@@ -35,8 +35,9 @@ func main() {
 			http.Error(w, "not a CloudEvent: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		// One line a script can grep, then the event in full.
-		fmt.Printf("received event id=%s type=%s source=%s\n%s\n", ev.ID(), ev.Type(), ev.Source(), ev.String())
+		// One line a script can grep, then the event in full. The path tells apart subscribers
+		// that share one event display (make test-cluster's 100 subscribers).
+		fmt.Printf("received event id=%s type=%s source=%s path=%s\n%s\n", ev.ID(), ev.Type(), ev.Source(), r.URL.Path, ev.String())
 		w.WriteHeader(http.StatusAccepted)
 	})
 	l, err := net.Listen("tcp", fmt.Sprintf(":%d", *port))

@@ -1,10 +1,12 @@
 package cluster
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,6 +60,7 @@ spec:
 		return len(f) >= 4 && f[1] == "True" && f[3] == url, out
 	})
 	t.Logf("kubectl get kafkachannels:\n%s", e.mustKubectl(t, "", "-n", ns, "get", "kafkachannels"))
+	e.subscribersReady(t, ns, channel, 2, 2*time.Minute)
 	dispatchers := "messaging.knative.dev/channel=" + channel + ",app.kubernetes.io/component=dispatcher"
 	receivers := "app.kubernetes.io/component=receiver,app.kubernetes.io/managed-by=kafkachannel-manager"
 
@@ -149,16 +152,7 @@ spec:
 		t.Run(tc.name, func(t *testing.T) {
 			const count = 600
 			e.send(t, ns, tc.prefix, url, count, 20*time.Millisecond)
-			eventually(t, 3*time.Minute, "the first 100 events arrive", func() (bool, string) {
-				r := e.delivered(t, ns, "sub-a")
-				n := 0
-				for id := range r.count {
-					if strings.HasPrefix(id, tc.prefix+"-") {
-						n++
-					}
-				}
-				return n >= 100, fmt.Sprint(n)
-			})
+			e.arrived(t, ns, "sub-a", tc.prefix, 100)
 			pods := e.podsOf(t, operatorNS, tc.selector)
 			t.Logf("deleting %v", pods)
 			e.mustKubectl(t, "", append([]string{"-n", operatorNS, "delete", "pod", "--wait=false"}, pods...)...)
@@ -190,7 +184,7 @@ spec:
 		})
 		const count = 600
 		e.send(t, ns, "rot", url, count, 20*time.Millisecond)
-		time.Sleep(0) // the sender is started; rotate while it runs
+		e.arrived(t, ns, "sub-a", "rot", 50) // rotate mid-stream
 		e.mustKubectl(t, "", "-n", operatorNS, "patch", "secret", "kafka-secret", "-p", `{"stringData":{"brokers":"`+rotated+`"}}`)
 		eventually(t, 2*time.Minute, "the manager rolls the data plane", func() (bool, string) {
 			h := hashes()
@@ -221,12 +215,15 @@ spec:
 		}
 		var httpsURL, ca string
 		eventually(t, 2*time.Minute, "the channel has an https address with CACerts", func() (bool, string) {
-			out, _ := e.kubectl("", "-n", ns, "get", "kafkachannel", channel, "-o",
-				`jsonpath={range .status.addresses[*]}{.url}{"\t"}{.CACerts}{"\n"}{end}`)
-			for _, l := range strings.Split(out, "\n") {
-				u, c, _ := strings.Cut(l, "\t")
-				if strings.HasPrefix(u, "https://") && strings.Contains(c, "BEGIN CERTIFICATE") {
-					httpsURL, ca = u, c
+			out, _ := e.kubectl("", "-n", ns, "get", "kafkachannel", channel, "-o", "jsonpath={.status.addresses}")
+			var addrs []struct {
+				URL     string `json:"url"`
+				CACerts string `json:"CACerts"`
+			}
+			_ = json.Unmarshal([]byte(out), &addrs)
+			for _, a := range addrs {
+				if strings.HasPrefix(a.URL, "https://") && strings.Contains(a.CACerts, "BEGIN CERTIFICATE") {
+					httpsURL, ca = a.URL, a.CACerts
 					return true, out
 				}
 			}
@@ -238,6 +235,31 @@ spec:
 		e.send(t, ns, "tls", httpsURL, 100, 5*time.Millisecond, "channel-ca")
 		t.Log(e.sent(t, ns, "tls", 5*time.Minute))
 		e.allDelivered(t, ns, "tls", 100, 3*time.Minute, "sub-a", "sub-b")
+	})
+
+	t.Run("make deploy again keeps the settings a user changed", func(t *testing.T) {
+		// An upgrade re-runs make deploy after the user followed the docs (transport-encryption
+		// patched into config-features above, the Kafka Secret rotated): it must neither fail on
+		// the fields the user now owns nor undo them.
+		features := func() string {
+			return e.mustKubectl(t, "", "-n", operatorNS, "get", "configmap", "config-features", "-o", "jsonpath={.data.transport-encryption}")
+		}
+		before := features()
+		img := e.mustKubectl(t, "", "-n", operatorNS, "get", "deploy", "kafkachannel-manager", "-o", "jsonpath={.spec.template.spec.containers[0].image}")
+		envOf := func(name string) string {
+			return e.mustKubectl(t, "", "-n", operatorNS, "get", "deploy", "kafkachannel-manager", "-o",
+				`jsonpath={.spec.template.spec.containers[0].env[?(@.name=="`+name+`")].value}`)
+		}
+		deploy := exec.Command("make", "--no-print-directory", "deploy", "IMG="+img,
+			"DISPATCHER_IMG="+envOf("DISPATCHER_IMAGE"), "RECEIVER_IMG="+envOf("RECEIVER_IMAGE"))
+		deploy.Dir = e.root
+		deploy.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+		if out, err := deploy.CombinedOutput(); err != nil {
+			t.Fatalf("make deploy failed on a cluster whose settings a user changed: %v\n%s", err, out)
+		}
+		if after := features(); after != before {
+			t.Errorf("make deploy changed transport-encryption from %q to %q", before, after)
+		}
 	})
 
 	t.Run("100 subscribers under load: the dispatcher stays inside its memory limit", func(t *testing.T) {
@@ -257,24 +279,35 @@ spec:
   subscribers:
 %s`, ns, subs.String()), "apply", "-f", "-")
 		loadURL := fmt.Sprintf("http://load-kn-channel.%s.svc.cluster.local", ns)
-		eventually(t, 6*time.Minute, "the 100-subscriber channel is Ready", func() (bool, string) {
-			out, _ := e.kubectl("", "-n", ns, "get", "kafkachannels", "load", "--no-headers")
-			f := strings.Fields(out)
-			return len(f) >= 2 && f[1] == "True", out
-		})
+		e.subscribersReady(t, ns, "load", 100, 6*time.Minute)
 		const count = 100
 		e.send(t, ns, "load", loadURL, count, time.Millisecond)
 		t.Log(e.sent(t, ns, "load", 5*time.Minute))
+		var dups int
 		eventually(t, 10*time.Minute, "every subscriber gets every event", func() (bool, string) {
-			r := e.delivered(t, ns, "sub-load")
-			short := 0
-			for i := 1; i <= count; i++ {
-				if r.count[fmt.Sprintf("load-%d", i)] < 100 {
-					short++
+			got := map[string]int{} // "path id" -> deliveries
+			for _, l := range strings.Split(e.mustKubectl(t, "", "-n", ns, "logs", "deploy/sub-load", "--tail=-1"), "\n") {
+				if m := pathLine.FindStringSubmatch(l); m != nil {
+					got[m[2]+" "+m[1]]++
 				}
 			}
-			return short == 0, fmt.Sprintf("%d events not yet at 100 deliveries", short)
+			missing, first := 0, ""
+			dups = 0
+			for i := range 100 {
+				for seq := 1; seq <= count; seq++ {
+					k := fmt.Sprintf("/s/%d load-%d", i, seq)
+					if got[k] == 0 {
+						missing++
+						if first == "" {
+							first = k
+						}
+					}
+					dups += max(0, got[k]-1)
+				}
+			}
+			return missing == 0, fmt.Sprintf("%d (subscriber, event) pairs missing, first %s", missing, first)
 		})
+		t.Logf("%d deliveries to 100 subscribers, %d duplicates", 100*count, dups)
 		sel := "messaging.knative.dev/channel=load,app.kubernetes.io/component=dispatcher"
 		for _, pod := range e.podsOf(t, operatorNS, sel) {
 			state := e.mustKubectl(t, "", "-n", operatorNS, "get", "pod", pod, "-o",
@@ -360,6 +393,8 @@ func processOfPod(t *testing.T, uid, binary string) int {
 	return 0
 }
 
+var pathLine = regexp.MustCompile(`^received event id=(\S+) .* path=(\S+)$`)
+
 // cgroupMemory reads a pod's peak memory and limit from its cgroup on the node (cgroup v1,
 // cgroupfs driver: kubepods[/<qos>]/pod<uid>).
 func cgroupMemory(uid string) (peak, limit int64, err error) {
@@ -383,4 +418,37 @@ func cgroupMemory(uid string) (peak, limit int64, err error) {
 	}
 	limit, err = read("memory.limit_in_bytes")
 	return peak, limit, err
+}
+
+// subscribersReady waits until the channel's status lists n subscribers, all ready: a new
+// subscription starts at the end of the topic once its consumer group has joined (as Knative
+// channels do), so events sent before that are not its to receive. The channel's Ready does not
+// wait for it; Knative's Subscription does.
+func (e *env) subscribersReady(t *testing.T, ns, channel string, n int, timeout time.Duration) {
+	t.Helper()
+	eventually(t, timeout, fmt.Sprintf("%s has %d ready subscribers", channel, n), func() (bool, string) {
+		out, _ := e.kubectl("", "-n", ns, "get", "kafkachannel", channel, "-o", `jsonpath={range .status.subscribers[*]}{.ready}{" "}{end}`)
+		f := strings.Fields(out)
+		ready := 0
+		for _, r := range f {
+			if r == "True" {
+				ready++
+			}
+		}
+		return ready == n && len(f) == n, fmt.Sprintf("%d of %d ready", ready, n)
+	})
+}
+
+// arrived waits until sub got n distinct events of prefix: the stream is flowing.
+func (e *env) arrived(t *testing.T, ns, sub, prefix string, n int) {
+	t.Helper()
+	eventually(t, 3*time.Minute, fmt.Sprintf("the first %d %s events arrive", n, prefix), func() (bool, string) {
+		got := 0
+		for id := range e.delivered(t, ns, sub).count {
+			if strings.HasPrefix(id, prefix+"-") {
+				got++
+			}
+		}
+		return got >= n, fmt.Sprint(got)
+	})
 }
