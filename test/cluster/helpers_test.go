@@ -127,8 +127,11 @@ func (e *env) buildSender(t *testing.T) {
 	if out, err := img.CombinedOutput(); err != nil {
 		t.Fatalf("building the sender image: %v\n%s", err, out)
 	}
-	if out, err := exec.Command(crane, "push", "--insecure", filepath.Join(dir, "images", "sender.tar"), e.senderImage).CombinedOutput(); err != nil {
-		t.Fatalf("pushing the sender image: %v\n%s", err, out)
+	// :latest too, for sending by hand (README): the kubelet always pulls a :latest.
+	for _, ref := range []string{e.senderImage, e.registry + "/kafkachannel-test/sender:latest"} {
+		if out, err := exec.Command(crane, "push", "--insecure", filepath.Join(dir, "images", "sender.tar"), ref).CombinedOutput(); err != nil {
+			t.Fatalf("pushing the sender image: %v\n%s", err, out)
+		}
 	}
 }
 
@@ -144,8 +147,12 @@ const restricted = `
           seccompProfile: {type: RuntimeDefault}`
 
 // subscriber is an eventdisplay Deployment and its Service, addressed as
-// http://NAME.NS.svc.cluster.local/.
-func (e *env) subscriber(ns, name string) string {
+// http://NAME.NS.svc.cluster.local/; extra arguments go to eventdisplay.
+func (e *env) subscriber(ns, name string, args ...string) string {
+	quoted := `"--port=8080"`
+	for _, a := range args {
+		quoted += `, "` + a + `"`
+	}
 	return fmt.Sprintf(`apiVersion: apps/v1
 kind: Deployment
 metadata: {name: %[1]s, namespace: %[2]s}
@@ -158,7 +165,7 @@ spec:
       containers:
       - name: eventdisplay
         image: %[3]s
-        args: ["--port=8080"]
+        args: [%[5]s]
         ports: [{name: http, containerPort: 8080}]
         readinessProbe: {tcpSocket: {port: http}, periodSeconds: 2}
         resources: {requests: {cpu: 10m, memory: 16Mi}, limits: {memory: 128Mi}}%[4]s
@@ -169,7 +176,7 @@ metadata: {name: %[1]s, namespace: %[2]s}
 spec:
   selector: {app: %[1]s}
   ports: [{name: http, port: 80, targetPort: http}]
-`, name, ns, e.eventdisplayImage, restricted)
+`, name, ns, e.eventdisplayImage, restricted, quoted)
 }
 
 // send starts a sender pod posting count events with ids PREFIX-1..count to url; with caConfigMap
