@@ -1,12 +1,35 @@
 # KafkaChannel operator. `make help` lists the targets.
 
-# Images (make deploy IMG=... wires them into the manifests).
+# The real single-node cluster's env file (make cluster writes it; READY=1 last). While it is up,
+# the image, deploy and test-cluster targets use its KUBECONFIG and its local registry.
+CLUSTER_ENV ?= $(CURDIR)/.cluster/env
+cluster-var = $(shell [ -f "$(CLUSTER_ENV)" ] && tail -1 "$(CLUSTER_ENV)" | grep -qx 'READY=1' && sed -n 's/^$(1)=//p' "$(CLUSTER_ENV)" | tail -1)
+CLUSTER_KUBECONFIG = $(call cluster-var,KUBECONFIG)
+CLUSTER_REGISTRY = $(call cluster-var,REGISTRY)
+# kubectl against that cluster when it is up, else the current context (kind, any cluster).
+KUBECTL_ENV = $(if $(CLUSTER_KUBECONFIG),KUBECONFIG=$(CLUSTER_KUBECONFIG))
+
+# Images (make deploy IMG=... wires them into the manifests). Recursive variables on purpose:
+# `make cluster docker-build docker-push deploy` reads the registry once the cluster wrote it.
 VERSION ?= 0.1.0
 IMAGE_REGISTRY ?= ghcr.io/kafkachannel
+# The targets that build, push and install images use the cluster's registry while it is up;
+# make bundle keeps the release names.
+CLUSTER_IMAGE_TARGETS := docker-build docker-push deploy undeploy samples test-cluster kind-load
+$(CLUSTER_IMAGE_TARGETS): IMAGE_REGISTRY = $(if $(CLUSTER_REGISTRY),$(CLUSTER_REGISTRY)/kafkachannel,ghcr.io/kafkachannel)
 IMG ?= $(IMAGE_REGISTRY)/kafkachannel-manager:v$(VERSION)
 DISPATCHER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-dispatcher:v$(VERSION)
 RECEIVER_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-receiver:v$(VERSION)
-CONTAINER_TOOL ?= docker
+# The subscriber of the samples and of make test-cluster (cmd/eventdisplay).
+EVENTDISPLAY_IMG ?= $(IMAGE_REGISTRY)/kafkachannel-eventdisplay:v$(VERSION)
+# docker (or podman) builds the Dockerfile; crane assembles the same images with no engine and
+# no registry access (hack/image/build.sh). The default follows whether a Docker engine answers.
+CONTAINER_TOOL ?= $(shell docker info >/dev/null 2>&1 && echo docker || echo crane)
+# The images' base: distroless where it can be pulled; `scratch` (crane only) is a base made
+# from this machine's CA bundle and a nonroot user 65532, for machines that cannot pull it.
+BASE_IMAGE ?= $(if $(filter crane,$(CONTAINER_TOOL)),scratch,gcr.io/distroless/static:nonroot)
+IMAGE_BIN ?= $(LOCALBIN)/image
+IMAGE_OUT ?= $(LOCALBIN)/images
 KIND_CLUSTER ?= kind
 
 # Tools and envtest binaries are cached per user, outside the clone: a fresh clone on the same
@@ -32,10 +55,12 @@ KNATIVE_VERSION ?= v0.47.0
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
 GOLANGCI_LINT_VERSION ?= v2.15.0
 OPERATOR_SDK_VERSION ?= v1.42.2
+CRANE_VERSION ?= v0.22.1
 
 CONTROLLER_GEN ?= $(TOOLBIN)/controller-gen-$(CONTROLLER_TOOLS_VERSION)
 GOLANGCI_LINT ?= $(TOOLBIN)/golangci-lint-$(GOLANGCI_LINT_VERSION)
 OPERATOR_SDK ?= $(TOOLBIN)/operator-sdk-$(OPERATOR_SDK_VERSION)
+CRANE ?= $(TOOLBIN)/crane-$(CRANE_VERSION)
 KUBECTL ?= kubectl
 KUSTOMIZE ?= $(KUBECTL) kustomize
 
@@ -102,7 +127,7 @@ lint: golangci-lint ## Run golangci-lint (waits for another running instance ins
 	$(GOLANGCI_LINT) run --allow-serial-runners ./...
 
 .PHONY: test
-test: verify-generated verify-bundle fmt-check vet lint test-short-clean envtest kcat kafka-dist fuzz-short bench-short ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests, the real-Kafka smoke (Apache Kafka $(KAFKA_VERSION)).
+test: verify-generated verify-bundle fmt-check vet lint test-short-clean envtest kcat kafka-dist fuzz-short bench-short $(if $(filter crane,$(CONTAINER_TOOL)),docker-build) ## Everything CI checks: drift, vet, lint, unit, envtest and e2e tests, the images (built with crane where no Docker engine answers, checked by test/images), the real-Kafka smoke (Apache Kafka $(KAFKA_VERSION)).
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) go test $(GO_TEST_FLAGS) ./... 2>&1 | tee $(LOCALBIN)/test.log
 	@grep -E '^(ok|FAIL|---)' $(LOCALBIN)/test.log | grep -v '^--- PASS' | tail -40; \
 	  printf '%s passed, %s failed\n' $$(grep -c '^ok ' $(LOCALBIN)/test.log) $$(grep -c '^FAIL\b' $(LOCALBIN)/test.log)
@@ -213,39 +238,67 @@ demo: build envtest $(if $(filter apache,$(KAFKA)),kafka-dist) ## Run the whole 
 	KUBEBUILDER_ASSETS="$(ENVTEST_ASSETS)" CACHE_DIR="$(CACHE_DIR)" KAFKA=$(KAFKA) KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_BROKERS=$(KAFKA_BROKERS) \
 	  $(LOCALBIN)/localstack demo --bin $(LOCALBIN)
 
+.PHONY: image-binaries
+image-binaries: ## Build the static linux/amd64 binaries the images hold into bin/image (the flags of make build).
+	@mkdir -p $(IMAGE_BIN)
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGE_BIN)/manager .
+	for b in dispatcher receiver eventdisplay; do \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=amd64 go build -trimpath -ldflags '$(LDFLAGS)' -o $(IMAGE_BIN)/$$b ./cmd/$$b || exit 1; done
+
 .PHONY: docker-build
-docker-build: ## Build the manager, dispatcher and receiver images.
-	for t in manager dispatcher receiver; do \
-	  img=$$( [ $$t = manager ] && echo $(IMG) || { [ $$t = dispatcher ] && echo $(DISPATCHER_IMG) || echo $(RECEIVER_IMG); } ); \
-	  $(CONTAINER_TOOL) build --target $$t --build-arg VERSION=$(VERSION) -t $$img . || exit 1; done
+docker-build: image-binaries $(if $(filter crane,$(CONTAINER_TOOL)),crane) ## Build the manager, dispatcher, receiver and eventdisplay images (CONTAINER_TOOL=docker|podman|crane, BASE_IMAGE).
+ifeq ($(CONTAINER_TOOL),crane)
+	./hack/image/build.sh "$(CRANE)" "$(BASE_IMAGE)" "$(VERSION)" "$(IMAGE_BIN)" "$(IMAGE_OUT)" \
+	  manager=$(IMG) dispatcher=$(DISPATCHER_IMG) receiver=$(RECEIVER_IMG) eventdisplay=$(EVENTDISPLAY_IMG)
+else
+	for t in manager:$(IMG) dispatcher:$(DISPATCHER_IMG) receiver:$(RECEIVER_IMG) eventdisplay:$(EVENTDISPLAY_IMG); do \
+	  $(CONTAINER_TOOL) build --target $${t%%:*} --build-arg VERSION=$(VERSION) --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	    --build-arg REVISION=$$(git rev-parse HEAD) -t $${t#*:} . || exit 1; done
+endif
 
 .PHONY: docker-push
-docker-push: ## Push the three images.
-	$(CONTAINER_TOOL) push $(IMG)
-	$(CONTAINER_TOOL) push $(DISPATCHER_IMG)
-	$(CONTAINER_TOOL) push $(RECEIVER_IMG)
+docker-push: $(if $(filter crane,$(CONTAINER_TOOL)),crane) ## Push the four images (to the real cluster's local registry, plain http, while it is up).
+ifeq ($(CONTAINER_TOOL),crane)
+	for t in manager:$(IMG) dispatcher:$(DISPATCHER_IMG) receiver:$(RECEIVER_IMG) eventdisplay:$(EVENTDISPLAY_IMG); do \
+	  ref=$${t#*:}; insecure=; case $$ref in 127.0.0.1:*|localhost:*) insecure=--insecure;; esac; \
+	  $(CRANE) push $$insecure $(IMAGE_OUT)/$${t%%:*}.tar $$ref || exit 1; done
+else
+	for img in $(IMG) $(DISPATCHER_IMG) $(RECEIVER_IMG) $(EVENTDISPLAY_IMG); do $(CONTAINER_TOOL) push $$img || exit 1; done
+endif
 
 .PHONY: kind-load
-kind-load: ## Load the three images into a kind cluster (KIND_CLUSTER, default kind).
-	kind load docker-image --name $(KIND_CLUSTER) $(IMG) $(DISPATCHER_IMG) $(RECEIVER_IMG)
+kind-load: ## Load the four images into a kind cluster (KIND_CLUSTER, default kind).
+	kind load docker-image --name $(KIND_CLUSTER) $(IMG) $(DISPATCHER_IMG) $(RECEIVER_IMG) $(EVENTDISPLAY_IMG)
 
 ##@ Deployment
 
 .PHONY: install
-install: manifests ## Install the CRD into the cluster in ~/.kube/config.
-	$(KUSTOMIZE) config/crd | $(KUBECTL) apply --server-side -f -
+install: manifests ## Install the CRD into the cluster (the real cluster's while it is up, else ~/.kube/config).
+	$(KUSTOMIZE) config/crd | $(KUBECTL_ENV) $(KUBECTL) apply --server-side -f -
 
 .PHONY: uninstall
 uninstall: manifests ## Remove the CRD.
-	$(KUSTOMIZE) config/crd | $(KUBECTL) delete --ignore-not-found -f -
+	$(KUSTOMIZE) config/crd | $(KUBECTL_ENV) $(KUBECTL) delete --ignore-not-found -f -
 
+# The user's settings (the Kafka Secret, the config-* ConfigMaps: label kafkachannel.knative.dev/
+# settings=user) are created when absent and otherwise left alone: applying them again would undo
+# what the user changed (docs/security.md patches config-features) or fail on its field owner.
 .PHONY: deploy
-deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster in ~/.kube/config.
-	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL) apply --server-side -f -
+deploy: manifests ## Deploy the operator (IMG, DISPATCHER_IMG, RECEIVER_IMG) to the cluster (the real cluster's while it is up, else ~/.kube/config); keeps the user's settings.
+	@mkdir -p $(LOCALBIN)
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" > $(LOCALBIN)/deploy.yaml
+	$(KUBECTL_ENV) $(KUBECTL) apply --server-side -l 'kafkachannel.knative.dev/settings!=user' -f $(LOCALBIN)/deploy.yaml
+	@out=$$($(KUBECTL_ENV) $(KUBECTL) create -l 'kafkachannel.knative.dev/settings=user' -f $(LOCALBIN)/deploy.yaml 2>&1) || \
+	  if echo "$$out" | grep -v AlreadyExists | grep -q .; then echo "$$out"; exit 1; fi; \
+	  echo "$$out" | grep -v AlreadyExists || echo "settings (Kafka Secret, config-* ConfigMaps) kept as they are"
 
 .PHONY: undeploy
 undeploy: ## Remove the operator.
-	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL) delete --ignore-not-found -f -
+	@./hack/render.sh config/default "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" | $(KUBECTL_ENV) $(KUBECTL) delete --ignore-not-found -f -
+
+.PHONY: samples
+samples: ## Apply config/samples (a subscriber, EVENTDISPLAY_IMG, and a channel delivering to it) to the same cluster as make deploy.
+	@./hack/render.sh config/samples "$(IMG)" "$(DISPATCHER_IMG)" "$(RECEIVER_IMG)" "$(EVENTDISPLAY_IMG)" | $(KUBECTL_ENV) $(KUBECTL) apply -f -
 
 .PHONY: bundle
 bundle: manifests operator-sdk ## Regenerate the OLM bundle in bundle/.
@@ -272,6 +325,28 @@ cluster-check: ## down's iptables undo in a network namespace; on the running cl
 	@$(CLUSTER_ENV_VARS) ./environments/cluster/check.sh selftest
 	@$(CLUSTER_ENV_VARS) ./environments/cluster/check.sh $(if $(CYCLE),cycle,workloads)
 
+##@ On the real cluster (make cluster; CLUSTER_ENV names its env file)
+
+CLUSTER_KAFKA_DIR ?= $(CURDIR)/.cluster-kafka
+KAFKA_NODE_PORT ?= 19092
+CLUSTER_TEST_FLAGS ?= -timeout 40m
+
+.PHONY: cluster-kafka
+cluster-kafka: kafka-dist ## Run Apache Kafka $(KAFKA_VERSION) on the cluster node's address, outside the cluster (as a managed Kafka), named kafka.kafka.svc.cluster.local:9092 inside it.
+	@[ -n "$(CLUSTER_KUBECONFIG)" ] || { echo "no ready cluster at $(CLUSTER_ENV) (make cluster, or CLUSTER_ENV=path)"; exit 1; }
+	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_NODE_PORT=$(KAFKA_NODE_PORT) \
+	  ./hack/kafka/node.sh up "$(CLUSTER_KAFKA_DIR)"
+
+.PHONY: cluster-kafka-down
+cluster-kafka-down: ## Stop the Apache Kafka of make cluster-kafka.
+	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" ./hack/kafka/node.sh down "$(CLUSTER_KAFKA_DIR)"
+
+.PHONY: test-cluster
+test-cluster: docker-build docker-push deploy cluster-kafka crane ## The story on real pods (test/cluster): images, make deploy, Kafka on the node, faults, probes, RBAC, logs; needs make cluster (not part of make test).
+	@[ -n "$(CLUSTER_KUBECONFIG)" ] || { echo "no ready cluster at $(CLUSTER_ENV) (make cluster, or CLUSTER_ENV=path)"; exit 1; }
+	CLUSTER_ENV="$(CLUSTER_ENV)" EVENTDISPLAY_IMG="$(EVENTDISPLAY_IMG)" CRANE="$(CRANE)" KAFKA_NODE_PORT=$(KAFKA_NODE_PORT) KAFKACHANNEL_CLUSTER=1 \
+	  go test ./test/cluster -count=1 -v $(CLUSTER_TEST_FLAGS) 2>&1 | tee $(LOCALBIN)/test-cluster.log
+
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))
 
 .PHONY: kafka-dist
@@ -288,6 +363,12 @@ controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	@echo "building controller-gen $(CONTROLLER_TOOLS_VERSION) (about 2 minutes, once per machine)"
 	$(call go-install-tool,$(CONTROLLER_GEN),sigs.k8s.io/controller-tools/cmd/controller-gen,$(CONTROLLER_TOOLS_VERSION))
+
+.PHONY: crane
+crane: $(CRANE)
+$(CRANE):
+	@echo "building crane $(CRANE_VERSION) (about 20 seconds, once per machine)"
+	$(call go-install-tool,$(CRANE),github.com/google/go-containerregistry/cmd/crane,$(CRANE_VERSION))
 
 .PHONY: golangci-lint
 golangci-lint: $(GOLANGCI_LINT)

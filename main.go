@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	goruntime "runtime"
 
 	"go.uber.org/zap/zapcore"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -21,6 +22,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/api/v1alpha1"
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
 	"github.com/kafkachannel/kafkachannel/controllers"
+	"github.com/kafkachannel/kafkachannel/internal/memlimit"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
 	"github.com/kafkachannel/kafkachannel/internal/version"
 )
@@ -53,6 +55,12 @@ func main() {
 	defer func() { _ = obs.Shutdown(context.Background()) }()
 	log := obs.Log
 	ctrl.SetLogger(log)
+	mem, err := memlimit.Set(os.Getenv)
+	if err != nil {
+		log.Error(err, "setting the memory limit")
+		os.Exit(1)
+	}
+	log.Info("process limits", "memoryLimit", mem.Limit, "memoryLimitFrom", mem.Source, "gomaxprocs", goruntime.GOMAXPROCS(0))
 
 	cfg, err := controllers.ConfigFromOSEnv()
 	if err != nil {

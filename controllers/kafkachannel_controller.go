@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -276,9 +277,13 @@ func (r *KafkaChannelReconciler) reconcileDispatcher(ctx context.Context, s *sco
 	}
 	name := naming.DispatcherName(ch.Namespace, ch.Name)
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: r.Config.OperatorNamespace, Name: name}}
-	op, err := controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {
-		mutateDispatcher(dep, r.Config, ch.Namespace, ch.Name, max(1, ch.Spec.NumPartitions), s.secretHash)
-		return nil
+	var op controllerutil.OperationResult
+	err := onConflictRetry(func() (err error) {
+		op, err = controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {
+			mutateDispatcher(dep, r.Config, ch.Namespace, ch.Name, max(1, ch.Spec.NumPartitions), s.secretHash)
+			return nil
+		})
+		return err
 	})
 	if err != nil {
 		s.set(v1beta1.ConditionDispatcherReady, metav1.ConditionFalse, "DeploymentFailed", "applying Deployment %s/%s: %v", dep.Namespace, name, err)
@@ -314,9 +319,12 @@ func (r *KafkaChannelReconciler) reconcileReceiver(ctx context.Context, s *scope
 			return fmt.Errorf("reading the receiver Deployment: %w", err)
 		}
 	} else {
-		if _, err := controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {
-			mutateReceiver(dep, r.Config, s.secretHash)
-			return nil
+		if err := onConflictRetry(func() error {
+			_, err := controllerutil.CreateOrUpdate(ctx, r.Client, dep, func() error {
+				mutateReceiver(dep, r.Config, s.secretHash)
+				return nil
+			})
+			return err
 		}); err != nil {
 			s.set(v1beta1.ConditionReceiverReady, metav1.ConditionFalse, "DeploymentFailed", "applying Deployment %s/%s: %v", dep.Namespace, dep.Name, err)
 			return fmt.Errorf("applying the receiver Deployment: %w", err)
@@ -333,6 +341,13 @@ func (r *KafkaChannelReconciler) reconcileReceiver(ctx context.Context, s *scope
 	ok, reason, msg := deploymentAvailable(dep)
 	s.set(v1beta1.ConditionReceiverReady, boolStatus(ok), reason, "receiver Deployment %s/%s: %s", dep.Namespace, dep.Name, msg)
 	return nil
+}
+
+// onConflictRetry applies a data-plane Deployment again when the update conflicted: the
+// Deployment controller writes status right after every change, so the cache the manager reads
+// from is often one version behind, and that is no failure of the channel.
+func onConflictRetry(apply func() error) error {
+	return retry.RetryOnConflict(retry.DefaultBackoff, apply)
 }
 
 // deploymentAvailable is true when the Deployment's controller has seen the current spec and

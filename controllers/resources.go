@@ -13,6 +13,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
+	"github.com/kafkachannel/kafkachannel/internal/memlimit"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
 	"github.com/kafkachannel/kafkachannel/receiver"
@@ -78,6 +79,10 @@ func podTemplate(c Config, d DataPlane, component string, selector map[string]st
 		corev1.EnvVar{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		corev1.EnvVar{Name: kafkaconn.SecretDirEnv, Value: secretMountPath},
 		corev1.EnvVar{Name: observability.ConfigDirEnv, Value: configMountDir},
+		// The binary keeps its heap below the container's limit (internal/memlimit); with no
+		// limit set, the downward API gives the node's allocatable memory.
+		corev1.EnvVar{Name: memlimit.Env, ValueFrom: &corev1.EnvVarSource{ResourceFieldRef: &corev1.ResourceFieldSelector{
+			ContainerName: component, Resource: "limits.memory"}}},
 	)
 	volumes := []corev1.Volume{{
 		Name: "kafka-secret",

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Renders a kustomize directory with the three image names wired in: the manager's container
 # image, and the DISPATCHER_IMAGE / RECEIVER_IMAGE it writes into the data plane Deployments.
-# Usage: hack/render.sh DIR MANAGER_IMG DISPATCHER_IMG RECEIVER_IMG
+# The samples' subscriber image (cmd/eventdisplay) is renamed too when EVENTDISPLAY_IMG is given.
+# Usage: hack/render.sh DIR MANAGER_IMG DISPATCHER_IMG RECEIVER_IMG [EVENTDISPLAY_IMG]
 set -euo pipefail
-dir=$1 img=$2 dimg=$3 rimg=$4
+dir=$1 img=$2 dimg=$3 rimg=$4 eimg=${5:-ghcr.io/kafkachannel/kafkachannel-eventdisplay:v0.1.0}
 root=$(cd "$(dirname "$0")/.." && pwd)
 overlay="$root/bin/render-overlay"
 rm -rf "$overlay" && mkdir -p "$overlay"
@@ -17,6 +18,9 @@ images:
 - name: ghcr.io/kafkachannel/kafkachannel-manager
   newName: "${img%:*}"
   newTag: "${img##*:}"
+- name: ghcr.io/kafkachannel/kafkachannel-eventdisplay
+  newName: "${eimg%:*}"
+  newTag: "${eimg##*:}"
 patches:
 - target: {kind: Deployment, name: kafkachannel-manager}
   patch: |-

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/kafkachannel/kafkachannel/dispatcher/kube"
 	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
+	"github.com/kafkachannel/kafkachannel/internal/memlimit"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
@@ -86,6 +88,11 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 	}
 	defer stopObservability()
 	ctrllog.SetLogger(log)
+	mem, err := memlimit.Set(os.Getenv)
+	if err != nil {
+		return err
+	}
+	log.Info("process limits", "memoryLimit", mem.Limit, "memoryLimitFrom", mem.Source, "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	kc, err := kafkaconn.ReadDir(o.secretDir)
 	if err != nil {

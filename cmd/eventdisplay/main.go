@@ -21,6 +21,9 @@ import (
 
 func main() {
 	port := flag.Int("port", 8090, "port to listen on (127.0.0.1 and every other interface)")
+	// The kubelet rotates a container's log at 10 MiB and kubectl logs shows only the newest
+	// file: a subscriber under load that prints whole events loses its history there.
+	summary := flag.Bool("summary", false, "print only the one-line summary of each event")
 	flag.Parse()
 
 	mux := http.NewServeMux()
@@ -35,8 +38,13 @@ func main() {
 			http.Error(w, "not a CloudEvent: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		// One line a script can grep, then the event in full.
-		fmt.Printf("received event id=%s type=%s source=%s\n%s\n", ev.ID(), ev.Type(), ev.Source(), ev.String())
+		// One line a script can grep, then the event in full. The path tells apart subscribers
+		// that share one event display (make test-cluster's 100 subscribers).
+		if *summary {
+			fmt.Printf("received event id=%s type=%s source=%s path=%s\n", ev.ID(), ev.Type(), ev.Source(), r.URL.Path)
+		} else {
+			fmt.Printf("received event id=%s type=%s source=%s path=%s\n%s\n", ev.ID(), ev.Type(), ev.Source(), r.URL.Path, ev.String())
+		}
 		w.WriteHeader(http.StatusAccepted)
 	})
 	l, err := net.Listen("tcp", fmt.Sprintf(":%d", *port))

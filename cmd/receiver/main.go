@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 
 	"github.com/kafkachannel/kafkachannel/internal/features"
 	"github.com/kafkachannel/kafkachannel/internal/kafkaconn"
+	"github.com/kafkachannel/kafkachannel/internal/memlimit"
 	"github.com/kafkachannel/kafkachannel/internal/observability"
 	"github.com/kafkachannel/kafkachannel/internal/oidc"
 	"github.com/kafkachannel/kafkachannel/receiver"
@@ -83,6 +85,11 @@ func run(o options) error {
 	}
 	defer stopObservability()
 	ctrllog.SetLogger(log)
+	mem, err := memlimit.Set(os.Getenv)
+	if err != nil {
+		return err
+	}
+	log.Info("process limits", "memoryLimit", mem.Limit, "memoryLimitFrom", mem.Source, "gomaxprocs", runtime.GOMAXPROCS(0))
 
 	kc, err := kafkaconn.ReadDir(o.secretDir)
 	if err != nil {

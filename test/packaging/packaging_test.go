@@ -125,10 +125,10 @@ func TestManifestsPassServerSideDryRunUnderRestrictedPodSecurity(t *testing.T) {
 	if out, err := kubectl(t, bad, "apply", "--dry-run=server", "-f", "-"); err == nil || !strings.Contains(out, "violates PodSecurity") {
 		t.Fatalf("a privileged pod was not refused in the restricted namespace; Pod Security admission is not active: %s", out)
 	}
-	for _, dir := range []string{"config/default", "config/samples"} {
+	for _, dir := range []string{"config/default", "config/samples", "config/samples/kafka"} {
 		t.Run(dir, func(t *testing.T) {
 			manifests := render(t, dir)
-			if dir == "config/samples" {
+			if strings.HasPrefix(dir, "config/samples") {
 				// Namespaces must exist before objects in them can be dry-run.
 				for _, ns := range []string{"kafka"} {
 					nsObj := []byte(`{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"` + ns + `","labels":{"pod-security.kubernetes.io/enforce":"restricted"}}}`)
