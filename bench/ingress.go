@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ import (
 type Receiver struct {
 	URL string
 	r   *receiver.Receiver
+	w   *receiver.Writer
 }
 
 // StartReceiver serves ch with the production writer settings (acks=all, 1 ms batch timeout).
@@ -37,7 +39,8 @@ func (e *Env) StartReceiver(ch Channel) (*Receiver, error) {
 	}
 	idx := receiver.NewIndex()
 	idx.SetChannel(receiver.Channel{Namespace: Namespace, Name: ch.Name, Topic: ch.Topic, Ready: true})
-	r, err := receiver.New(receiver.Config{Channels: idx, Writer: receiver.NewWriter(kc, receiver.WriterOptions{}), Kafka: kc, Log: logr.Discard()})
+	w := receiver.NewWriter(kc, receiver.WriterOptions{})
+	r, err := receiver.New(receiver.Config{Channels: idx, Writer: w, Kafka: kc, Log: logr.Discard()})
 	if err != nil {
 		return nil, fmt.Errorf("creating the receiver: %w", err)
 	}
@@ -46,7 +49,7 @@ func (e *Env) StartReceiver(ch Channel) (*Receiver, error) {
 		return nil, fmt.Errorf("listening for the receiver: %w", err)
 	}
 	go func() { _ = r.Serve(ln) }()
-	return &Receiver{URL: "http://" + ln.Addr().String() + naming.ChannelPath(Namespace, ch.Name), r: r}, nil
+	return &Receiver{URL: "http://" + ln.Addr().String() + naming.ChannelPath(Namespace, ch.Name), r: r, w: w}, nil
 }
 
 // Close shuts the receiver down.
@@ -196,40 +199,70 @@ func percentiles(ds []time.Duration) Latencies {
 	return Latencies{P50: at(0.50), P99: at(0.99), Max: ds[len(ds)-1], N: len(ds)}
 }
 
-// paced calls fire(i) n times at `perSec`, on schedule (not after the previous call returns),
-// so a slow answer does not lower the offered rate.
-func paced(n, perSec int, fire func(i int)) {
-	interval := time.Second / time.Duration(perSec)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := range n {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); fire(i) }()
-	}
-	wg.Wait()
+// WriterStats summarises a kafka-go Writer over a run: where a record's time went before the
+// broker acknowledged it.
+type WriterStats struct {
+	// Requests is the produce requests sent, Records the records in them.
+	Requests, Records int64
+	// BatchWait is from a batch's first record to its produce request starting: the batch
+	// timeout, plus the wait behind the partition's previous request (kafka-go sends one at a
+	// time per partition).
+	BatchWaitAvg, BatchWaitMax time.Duration
+	// Produce is one produce request's round trip to the broker's acknowledgement.
+	ProduceAvg, ProduceMax time.Duration
 }
 
-// EndToEndLatency is P3: events POSTed to the receiver at perSec, latency measured from just
-// before the POST to the subscriber receiving the event through Kafka and the dispatcher.
-func (e *Env) EndToEndLatency(ch Channel, sink *Sink, n, perSec int) (Latencies, error) {
+func writerStats(s kafka.WriterStats) WriterStats {
+	return WriterStats{Requests: s.Writes, Records: s.Messages, BatchWaitAvg: s.BatchTime.Avg, BatchWaitMax: s.BatchTime.Max,
+		ProduceAvg: s.WriteTime.Avg, ProduceMax: s.WriteTime.Max}
+}
+
+// String is the stats as the benchmark notes print them.
+func (s WriterStats) String() string {
+	per := 0.0
+	if s.Requests > 0 {
+		per = float64(s.Records) / float64(s.Requests)
+	}
+	return fmt.Sprintf("%d produce requests, %.1f records each; batch wait avg %s / max %s ms; produce avg %s / max %s ms",
+		s.Requests, per, msf(s.BatchWaitAvg), msf(s.BatchWaitMax), msf(s.ProduceAvg), msf(s.ProduceMax))
+}
+
+// Latency is one open-loop latency run and what its writer did.
+type Latency struct {
+	LoopResult
+	Writer WriterStats
+}
+
+// latencyID is the event id of event i of a latency run: the sink maps it back to i.
+func latencyID(prefix string, i int) string { return prefix + strconv.Itoa(i) }
+
+func latencyIndex(prefix, id string) (int, bool) {
+	rest, ok := strings.CutPrefix(id, prefix)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil
+}
+
+// EndToEndLatency is P3: events POSTed to the receiver on schedule s, through Kafka and the
+// dispatcher (ordered, the default) to sink; each latency from the event's due time to the sink
+// receiving it.
+func (e *Env) EndToEndLatency(ch Channel, sink *Sink, s Schedule) (Latency, error) {
+	if err := s.check(); err != nil {
+		return Latency{}, err
+	}
 	r, err := e.StartReceiver(ch)
 	if err != nil {
-		return Latencies{}, err
+		return Latency{}, err
 	}
 	defer r.Close()
-	var mu sync.Mutex
-	sentAt := make(map[string]time.Time, n)
-	var lat []time.Duration
+	prefix := fmt.Sprintf("lat%d-", e.seq.Add(1))
+	loop := newOpenLoop(s)
 	sink.mu.Lock()
 	sink.hook = func(id string, at time.Time) {
-		mu.Lock()
-		defer mu.Unlock()
-		if t, ok := sentAt[id]; ok {
-			lat = append(lat, at.Sub(t))
-			delete(sentAt, id)
+		if i, ok := latencyIndex(prefix, id); ok {
+			loop.arrive(i, at)
 		}
 	}
 	sink.mu.Unlock()
@@ -238,57 +271,47 @@ func (e *Env) EndToEndLatency(ch Channel, sink *Sink, n, perSec int) (Latencies,
 	uid := fmt.Sprintf("lat-%d", e.seq.Add(1))
 	d, stop, err := e.RunDispatcher(ch, dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{Subscriber(uid, sink.URL)}})
 	if err != nil {
-		return Latencies{}, err
+		return Latency{}, err
 	}
 	defer stop()
 	if err := waitReady(d, uid, e.Within(30*time.Second)); err != nil {
-		return Latencies{}, err
+		return Latency{}, err
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	// Warm-up events are not counted: the first requests open connections and fetch metadata.
-	for i := range 20 {
-		_ = send(client, r.URL, "warm-"+strconv.Itoa(i))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: max(s.MaxSenders, 1024)}}
+	// The writer's first request fetches metadata; the schedule's warm-up does the rest.
+	if err := send(client, r.URL, "warmup"); err != nil {
+		return Latency{}, err
 	}
-	done := sink.Expect(n)
-	var failed atomic.Int64
-	paced(n, perSec, func(i int) {
-		id := "lat-" + strconv.Itoa(i)
-		mu.Lock()
-		sentAt[id] = time.Now()
-		mu.Unlock()
-		if err := send(client, r.URL, id); err != nil {
-			failed.Add(1)
-		}
-	})
-	if f := failed.Load(); f > 0 {
-		return Latencies{}, fmt.Errorf("%d of %d posts failed", f, n)
+	_ = r.w.Stats()
+	res, err := loop.run(func(i int) error { return send(client, r.URL, latencyID(prefix, i)) }, e.Within(30*time.Second))
+	if err != nil {
+		return Latency{}, fmt.Errorf("receiver -> subscriber: %w", err)
 	}
-	if err := wait(done, e.Within(30*time.Second)); err != nil {
-		return Latencies{}, fmt.Errorf("latency run delivered %d of %d: %w", sink.Count(), n, err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return percentiles(lat), nil
+	return Latency{LoopResult: res, Writer: writerStats(r.w.Stats())}, nil
 }
 
-// DirectLatency is P3's baseline: a kafka-go Writer (same settings as the receiver's) and a
-// partition reader per partition, at the same rate; latency from before the write to the read.
-func (e *Env) DirectLatency(ch Channel, n, perSec int) (Latencies, error) {
+// DirectLatency is P3's baseline: a kafka-go Writer with the receiver's settings and a partition
+// reader per partition with the dispatcher's fetch settings, on the same schedule; latency from
+// the event's due time to the read.
+func (e *Env) DirectLatency(ch Channel, s Schedule) (Latency, error) {
+	if err := s.check(); err != nil {
+		return Latency{}, err
+	}
 	w := &kafka.Writer{
 		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.RoundRobin{},
 		RequiredAcks: kafka.RequireAll, BatchTimeout: receiver.DefaultBatchTimeout, BatchSize: receiver.DefaultBatchSize,
 	}
 	defer func() { _ = w.Close() }()
-	var mu sync.Mutex
-	sentAt := make(map[string]time.Time, n)
-	lat := make([]time.Duration, 0, n)
+	prefix := fmt.Sprintf("d%d-", e.seq.Add(1))
+	loop := newOpenLoop(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan struct{}, n)
 	var readers sync.WaitGroup
+	defer readers.Wait()
+	defer cancel()
 	for p := range ch.Partitions {
 		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.Brokers, Topic: ch.Topic, Partition: p,
-			MaxWait: dispatcher.DefaultMaxWait, StartOffset: kafka.LastOffset})
+			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: dispatcher.DefaultMaxWait, StartOffset: kafka.LastOffset})
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -298,45 +321,25 @@ func (e *Env) DirectLatency(ch Channel, n, perSec int) (Latencies, error) {
 				if err != nil {
 					return
 				}
-				now := time.Now()
-				id := string(m.Key)
-				mu.Lock()
-				if t, ok := sentAt[id]; ok {
-					lat = append(lat, now.Sub(t))
-					delete(sentAt, id)
-					got <- struct{}{}
+				if i, ok := latencyIndex(prefix, string(m.Key)); ok {
+					loop.arrive(i, time.Now())
 				}
-				mu.Unlock()
 			}
 		}()
 	}
 	// Readers starting at the end of the log need a moment to learn where the end is.
 	time.Sleep(time.Second)
-	_ = w.WriteMessages(ctx, kafka.Message{Value: payload})
-	var failed atomic.Int64
-	paced(n, perSec, func(i int) {
-		id := "d-" + strconv.Itoa(i)
-		mu.Lock()
-		sentAt[id] = time.Now()
-		mu.Unlock()
-		if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(id), Value: payload}); err != nil {
-			failed.Add(1)
-		}
-	})
-	deadline := time.After(e.Within(30 * time.Second))
-	for range n - int(failed.Load()) {
-		select {
-		case <-got:
-		case <-deadline:
-			return Latencies{}, fmt.Errorf("direct loop read %d of %d: %w", len(lat), n, errTimeout)
-		}
+	if err := w.WriteMessages(ctx, kafka.Message{Value: payload}); err != nil {
+		return Latency{}, fmt.Errorf("direct writer warm-up: %w", err)
 	}
-	cancel()
-	readers.Wait()
-	if f := failed.Load(); f > 0 {
-		return Latencies{}, fmt.Errorf("%d of %d writes failed", f, n)
+	_ = w.Stats()
+	res, err := loop.run(func(i int) error {
+		return w.WriteMessages(ctx, kafka.Message{Key: []byte(latencyID(prefix, i)), Value: payload})
+	}, e.Within(30*time.Second))
+	if err != nil {
+		return Latency{}, fmt.Errorf("direct writer -> reader: %w", err)
 	}
-	return percentiles(lat), nil
+	return Latency{LoopResult: res, Writer: writerStats(w.Stats())}, nil
 }
 
 // waitReady polls the dispatcher until the subscriber is Ready.

@@ -42,6 +42,7 @@ group is not in it (P6 measures that).
 	if len(notes) > 0 {
 		b.WriteString("\nErrors of this run:\n\n" + strings.Join(notes, "\n") + "\n")
 	}
+	b.WriteString(details(rows))
 	b.WriteString(`
 ## Ordered throughput against partitions
 
@@ -56,8 +57,190 @@ partitions, which is why a channel that needs more should get more partitions, o
 	for _, p := range r.points {
 		fmt.Fprintf(&b, "- %d partitions: %.0f/s of a bound of %.0f/s (%.2f)\n", p.Partitions, p.Rate, p.Bound, p.Rate/p.Bound)
 	}
+	b.WriteString(latencySection(r.latency, "benchmarks-latency.png"))
 	b.WriteString(analysis)
 	return b.String()
+}
+
+// details lists the rows' Detail lines under a table, empty when no row has one.
+func details(rows []bench.Row) string {
+	var lines []string
+	for _, row := range rows {
+		if row.Detail != "" {
+			lines = append(lines, fmt.Sprintf("- %s: %s", row.ID, row.Detail))
+		}
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "\nWhat the runs saw besides the figures:\n\n" + strings.Join(lines, "\n") + "\n"
+}
+
+// Markers of the latency-over-time part of a document (the kfake document's section, and a
+// block inside the Apache Kafka section), which a P3 run rewrites alone (-only P3 -update).
+const (
+	latencyBegin = "<!-- latency: begin -->"
+	latencyEnd   = "<!-- latency: end -->"
+)
+
+// latencySection is the latency plot of the P3 runs and, per rate, whether latency stayed flat
+// over the window: the p99 of the first and of the last second.
+func latencySection(runs []latencyRun, png string) string {
+	var b strings.Builder
+	b.WriteString("\n" + latencyBegin + "\n")
+	if len(runs) == 0 {
+		b.WriteString("P3 was not run.\n" + latencyEnd + "\n")
+		return b.String()
+	}
+	fmt.Fprintf(&b, `
+![P3 latency (ms, log scale, y) against seconds into the measured window (x), one panel per offered rate; blue receiver -> subscriber, orange direct Writer -> reader; thick p99, thin p50 per 250 ms of due times](%s)
+
+Latency of every event from its due time (open loop) to its arrival, p99 (thick) and p50 (thin)
+per 250 ms of due times, receiver -> Kafka -> dispatcher -> subscriber in blue and the direct
+kafka-go Writer -> partition reader baseline in orange; one panel per offered rate (the number
+above it, events/s). A line that climbs to the right is a backlog; a flat one is the system
+keeping up.
+
+`, png)
+	for _, lr := range runs {
+		fmt.Fprintf(&b, "- %d/s: receiver -> subscriber p99 %s ms in the first second, %s ms in the last; direct %s ms, %s ms\n",
+			lr.rate, ms(firstSecondP99(lr.system)), ms(lastSecondP99(lr.system)), ms(firstSecondP99(lr.direct)), ms(lastSecondP99(lr.direct)))
+	}
+	b.WriteString(latencyEnd + "\n")
+	return b.String()
+}
+
+func firstSecondP99(l bench.LoopResult) time.Duration { return windowP99(l, 0, time.Second) }
+
+func lastSecondP99(l bench.LoopResult) time.Duration {
+	if len(l.Series) == 0 {
+		return 0
+	}
+	end := l.Series[len(l.Series)-1].At + bench.SeriesStep
+	return windowP99(l, max(end-time.Second, 0), end)
+}
+
+// windowP99 is the largest bucket p99 whose bucket starts in [from, to): an upper bound of the
+// p99 of that second, which is all the flat-or-growing question needs.
+func windowP99(l bench.LoopResult, from, to time.Duration) time.Duration {
+	var v time.Duration
+	for _, b := range l.Series {
+		if b.At >= from && b.At < to {
+			v = max(v, b.P99)
+		}
+	}
+	return v
+}
+
+// replaceBetween replaces what lies between begin and end (both kept) in doc with the block
+// (which carries its own markers), or inserts the block before anchor when doc has no such
+// part; ok is false when neither is found.
+func replaceBetween(doc, begin, end, block, anchor string) (string, bool) {
+	i := strings.Index(doc, begin)
+	j := strings.Index(doc, end)
+	block = strings.Trim(block, "\n")
+	if i >= 0 && j > i {
+		return doc[:i] + block + doc[j+len(end):], true
+	}
+	k := strings.Index(doc, anchor)
+	if k < 0 {
+		return doc, false
+	}
+	return doc[:k] + block + "\n\n" + doc[k:], true
+}
+
+// updateRows replaces, in the first Markdown table of part, the rows with the ids of rows (the
+// first old one's place takes all the new ones; without an old one they go after the table's
+// last row), and the "- id: " lines under the table, and adds the provenance line. It is how a
+// partial run (-only ... -update) puts its figures into the published table without touching
+// the other rows.
+func updateRows(part string, rows []bench.Row, provenance string) string {
+	ids := map[string]bool{}
+	for _, r := range rows {
+		ids[r.ID] = true
+	}
+	newRows := strings.Split(strings.TrimSuffix(bench.Markdown(rows), "\n"), "\n")[2:]
+	var notes []string
+	for _, r := range rows {
+		for _, n := range []string{r.Note, r.Detail} {
+			if n != "" {
+				notes = append(notes, fmt.Sprintf("- %s: %s", r.ID, n))
+			}
+		}
+	}
+	notes = append(notes, provenance)
+	const before, in, after = 0, 1, 2
+	state, placed := before, false
+	var out []string
+	for _, l := range strings.Split(part, "\n") {
+		row := strings.HasPrefix(l, "|")
+		if state == before && row {
+			state = in
+		}
+		if state == in && !row {
+			if !placed {
+				out = append(out, newRows...)
+				placed = true
+			}
+			state = after
+		}
+		switch {
+		case state == in && ids[rowID(l)]:
+			if !placed {
+				out = append(out, newRows...)
+				placed = true
+			}
+			continue
+		case state == after && (ids[noteID(l)] || strings.HasPrefix(l, provenancePrefix)):
+			continue
+		}
+		out = append(out, l)
+	}
+	if !placed {
+		out = append(out, newRows...)
+	}
+	// The notes go after the table and the note lines (and their headings) under it.
+	last := 0
+	for i, l := range out {
+		if strings.HasPrefix(l, "|") {
+			last = i
+		} else if last > 0 {
+			break
+		}
+	}
+	at := last + 1
+	for k := at; k < len(out); k++ {
+		l := out[k]
+		if strings.HasPrefix(l, "- ") {
+			at = k + 1
+			continue
+		}
+		if strings.TrimSpace(l) == "" || strings.HasSuffix(l, ":") {
+			continue
+		}
+		break
+	}
+	out = append(out[:at], append(notes, out[at:]...)...)
+	return strings.Join(out, "\n")
+}
+
+// provenancePrefix starts the line saying which rows came from a later partial run.
+const provenancePrefix = "- Rows updated by "
+
+func rowID(l string) string {
+	f := strings.SplitN(l, "|", 3)
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.TrimSpace(f[1])
+}
+
+func noteID(l string) string {
+	id, _, ok := strings.Cut(strings.TrimPrefix(l, "- "), ": ")
+	if !ok || !strings.HasPrefix(l, "- ") {
+		return ""
+	}
+	return id
 }
 
 // Markers of the section `make bench KAFKA=apache` writes: the kfake run rewrites the rest of
@@ -82,6 +265,12 @@ func apacheSection(rows []bench.Row, r *runner, took time.Duration) string {
 		if row.Note != "" {
 			fmt.Fprintf(&b, "- %s: %s\n", row.ID, row.Note)
 		}
+		if row.Detail != "" {
+			fmt.Fprintf(&b, "- %s: %s\n", row.ID, row.Detail)
+		}
+	}
+	if len(r.latency) > 0 {
+		b.WriteString(latencySection(r.latency, "benchmarks-latency-apache.png"))
 	}
 	b.WriteString(apacheEnd + "\n")
 	return b.String()
@@ -346,3 +535,42 @@ loop), so any figure that needs Kafka and HTTP at once is bounded by the CPU mor
 code; the ratios are stable to about +-15% between runs. Run it against a real cluster with
 ` + "`KAFKA_BOOTSTRAP_SERVERS=host:9092 make bench`" + ` to take kfake out of the picture.
 `
+
+// updateDocument puts the rows of a partial run into doc: into the Apache Kafka section's table
+// for an -apache run, else into the first table, with the latency plot's part and the prose
+// about every row regenerated (they are generated text, not a run's figures). The other rows,
+// their notes and the header of the run that made them stay.
+func updateDocument(doc string, rows []bench.Row, r *runner, apache bool, provenance string) (string, error) {
+	if apache {
+		i, j := strings.Index(doc, apacheBegin), strings.Index(doc, apacheEnd)
+		if i < 0 || j < i {
+			return "", fmt.Errorf("the document has no %q ... %q section: run `make bench KAFKA=apache` once first", apacheBegin, apacheEnd)
+		}
+		sec := updateRows(doc[i:j], rows, provenance)
+		if len(r.latency) > 0 {
+			sec, _ = replaceBetween(sec+apacheEnd, latencyBegin, latencyEnd, latencySection(r.latency, "benchmarks-latency-apache.png"), apacheEnd)
+			sec = strings.TrimSuffix(sec, apacheEnd)
+		}
+		return doc[:i] + sec + doc[j:], nil
+	}
+	k := strings.Index(doc, apacheHeading)
+	if k < 0 {
+		return "", fmt.Errorf("the document has no %q heading: run `make bench` once first", strings.TrimSpace(apacheHeading))
+	}
+	head, tail := doc[:k], doc[k:]
+	head = updateRows(head, rows, provenance)
+	const prose = "\n## What each row measures"
+	p := strings.Index(head, prose)
+	if p < 0 {
+		return "", fmt.Errorf("the document has no %q: run `make bench` once first", strings.TrimSpace(prose))
+	}
+	head = head[:p] + analysis
+	if len(r.latency) > 0 {
+		var ok bool
+		head, ok = replaceBetween(head, latencyBegin, latencyEnd, latencySection(r.latency, "benchmarks-latency.png"), prose)
+		if !ok {
+			return "", fmt.Errorf("no place for the latency section")
+		}
+	}
+	return head + tail, nil
+}
