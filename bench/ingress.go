@@ -210,11 +210,21 @@ type WriterStats struct {
 	BatchWaitAvg, BatchWaitMax time.Duration
 	// Produce is one produce request's round trip to the broker's acknowledgement.
 	ProduceAvg, ProduceMax time.Duration
+	// QueueWait is the receiver Writer's own wait before a record's request starts (behind the
+	// partition's request in flight); zero for a bare kafka-go Writer, whose wait is BatchWait.
+	QueueWaitAvg, QueueWaitMax time.Duration
 }
 
 func writerStats(s kafka.WriterStats) WriterStats {
 	return WriterStats{Requests: s.Writes, Records: s.Messages, BatchWaitAvg: s.BatchTime.Avg, BatchWaitMax: s.BatchTime.Max,
 		ProduceAvg: s.WriteTime.Avg, ProduceMax: s.WriteTime.Max}
+}
+
+// receiverWriterStats is writerStats of the receiver's Writer, with its own queue's wait.
+func receiverWriterStats(w *receiver.Writer) WriterStats {
+	s := writerStats(w.Stats())
+	_, s.QueueWaitAvg, s.QueueWaitMax = w.QueueWaits()
+	return s
 }
 
 // String is the stats as the benchmark notes print them.
@@ -223,8 +233,12 @@ func (s WriterStats) String() string {
 	if s.Requests > 0 {
 		per = float64(s.Records) / float64(s.Requests)
 	}
-	return fmt.Sprintf("%d produce requests, %.1f records each; batch wait avg %s / max %s ms; produce avg %s / max %s ms",
-		s.Requests, per, msf(s.BatchWaitAvg), msf(s.BatchWaitMax), msf(s.ProduceAvg), msf(s.ProduceMax))
+	q := ""
+	if s.QueueWaitMax > 0 {
+		q = fmt.Sprintf("queue wait avg %s / max %s ms; ", msf(s.QueueWaitAvg), msf(s.QueueWaitMax))
+	}
+	return fmt.Sprintf("%d produce requests, %.1f records each; %skafka-go batch wait avg %s / max %s ms; produce avg %s / max %s ms",
+		s.Requests, per, q, msf(s.BatchWaitAvg), msf(s.BatchWaitMax), msf(s.ProduceAvg), msf(s.ProduceMax))
 }
 
 // Latency is one open-loop latency run and what its writer did.
@@ -282,26 +296,56 @@ func (e *Env) EndToEndLatency(ch Channel, sink *Sink, s Schedule) (Latency, erro
 	if err := send(client, r.URL, "warmup"); err != nil {
 		return Latency{}, err
 	}
-	_ = r.w.Stats()
+	_ = receiverWriterStats(r.w)
 	res, err := loop.run(func(i int) error { return send(client, r.URL, latencyID(prefix, i)) }, e.Within(30*time.Second))
 	if err != nil {
 		return Latency{}, fmt.Errorf("receiver -> subscriber: %w", err)
 	}
-	return Latency{LoopResult: res, Writer: writerStats(r.w.Stats())}, nil
+	return Latency{LoopResult: res, Writer: receiverWriterStats(r.w)}, nil
 }
 
-// DirectLatency is P3's baseline: a kafka-go Writer with the receiver's settings and a partition
-// reader per partition with the dispatcher's fetch settings, on the same schedule; latency from
-// the event's due time to the read.
-func (e *Env) DirectLatency(ch Channel, s Schedule) (Latency, error) {
+// Producer is what DirectLatency writes with.
+type Producer int
+
+const (
+	// ReceiverProducer is the receiver's Writer (acks=all, its batching), called directly.
+	ReceiverProducer Producer = iota
+	// KafkaGoWriter is a bare kafka-go Writer with acks=all, BatchSize 100 and the 1 ms
+	// BatchTimeout the receiver used before issue 26: kafka-go's own per-partition batching.
+	KafkaGoWriter
+)
+
+// DirectLatency is P3's baseline: records written by p, with no HTTP in front, and read by a
+// partition reader per partition with the dispatcher's fetch settings, with no delivery behind,
+// on the same schedule; latency from the event's due time to the read.
+func (e *Env) DirectLatency(ch Channel, s Schedule, p Producer) (Latency, error) {
 	if err := s.check(); err != nil {
 		return Latency{}, err
 	}
-	w := &kafka.Writer{
-		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.RoundRobin{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: receiver.DefaultBatchTimeout, BatchSize: receiver.DefaultBatchSize,
+	var write func(ctx context.Context, m kafka.Message) error
+	var stats func() WriterStats
+	switch p {
+	case KafkaGoWriter:
+		w := &kafka.Writer{
+			Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.RoundRobin{},
+			RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: receiver.DefaultBatchSize,
+		}
+		defer func() { _ = w.Close() }()
+		write = func(ctx context.Context, m kafka.Message) error { return w.WriteMessages(ctx, m) }
+		stats = func() WriterStats { return writerStats(w.Stats()) }
+	default:
+		kc, err := kafkaconn.Parse(map[string][]byte{kafkaconn.KeyBrokers: []byte(joinBrokers(e.Brokers))})
+		if err != nil {
+			return Latency{}, fmt.Errorf("kafka config: %w", err)
+		}
+		w := receiver.NewWriter(kc, receiver.WriterOptions{})
+		defer func() { _ = w.Close() }()
+		write = func(ctx context.Context, m kafka.Message) error {
+			m.Topic = ch.Topic
+			return w.WriteMessages(ctx, m)
+		}
+		stats = func() WriterStats { return receiverWriterStats(w) }
 	}
-	defer func() { _ = w.Close() }()
 	prefix := fmt.Sprintf("d%d-", e.seq.Add(1))
 	loop := newOpenLoop(s)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -309,8 +353,8 @@ func (e *Env) DirectLatency(ch Channel, s Schedule) (Latency, error) {
 	var readers sync.WaitGroup
 	defer readers.Wait()
 	defer cancel()
-	for p := range ch.Partitions {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.Brokers, Topic: ch.Topic, Partition: p,
+	for part := range ch.Partitions {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.Brokers, Topic: ch.Topic, Partition: part,
 			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: dispatcher.DefaultMaxWait, StartOffset: kafka.LastOffset})
 		readers.Add(1)
 		go func() {
@@ -329,17 +373,19 @@ func (e *Env) DirectLatency(ch Channel, s Schedule) (Latency, error) {
 	}
 	// Readers starting at the end of the log need a moment to learn where the end is.
 	time.Sleep(time.Second)
-	if err := w.WriteMessages(ctx, kafka.Message{Value: payload}); err != nil {
+	if err := write(ctx, kafka.Message{Value: payload}); err != nil {
 		return Latency{}, fmt.Errorf("direct writer warm-up: %w", err)
 	}
-	_ = w.Stats()
+	_ = stats()
 	res, err := loop.run(func(i int) error {
-		return w.WriteMessages(ctx, kafka.Message{Key: []byte(latencyID(prefix, i)), Value: payload})
+		// The id is the key, so records spread over the partitions by its hash.
+		id := latencyID(prefix, i)
+		return write(ctx, kafka.Message{Key: []byte(id), Value: payload})
 	}, e.Within(30*time.Second))
 	if err != nil {
 		return Latency{}, fmt.Errorf("direct writer -> reader: %w", err)
 	}
-	return Latency{LoopResult: res, Writer: writerStats(w.Stats())}, nil
+	return Latency{LoopResult: res, Writer: stats()}, nil
 }
 
 // waitReady polls the dispatcher until the subscriber is Ready.

@@ -47,6 +47,9 @@ type LoopResult struct {
 	// PacerLagMax and PacerLagP99 are how late a sender started an event after its due time:
 	// the pacer's own backlog (scheduling, the sender cap), already inside the latencies.
 	PacerLagMax, PacerLagP99 time.Duration
+	// Accepted is from each event's due time to its send returning (the receiver's 202, the
+	// producer's acknowledgement): the ingress half of Latencies.
+	Accepted Latencies
 	// Series is the latency over the window in slices of SeriesStep.
 	Series []Bucket
 }
@@ -57,8 +60,8 @@ const SeriesStep = 250 * time.Millisecond
 // Describe is the row's text for the run: percentiles, offered and achieved rates, senders and
 // the pacer's lag.
 func (l LoopResult) Describe() string {
-	return fmt.Sprintf("p50 %s / p99 %s / max %s ms; offered %.0f/s, achieved %.0f/s, %d senders, pacer lag p99 %s / max %s ms",
-		msf(l.P50), msf(l.P99), msf(l.Max), l.Offered, l.Achieved, l.Senders, msf(l.PacerLagP99), msf(l.PacerLagMax))
+	return fmt.Sprintf("p50 %s / p99 %s / max %s ms; offered %.0f/s, achieved %.0f/s, %d senders, pacer lag p99 %s / max %s ms; accepted p50 %s / p99 %s ms",
+		msf(l.P50), msf(l.P99), msf(l.Max), l.Offered, l.Achieved, l.Senders, msf(l.PacerLagP99), msf(l.PacerLagMax), msf(l.Accepted.P50), msf(l.Accepted.P99))
 }
 
 func msf(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
@@ -169,6 +172,7 @@ func (o *openLoop) result(started, accepted []time.Time, senders int) LoopResult
 	first := o.due(w)
 	lat := make([]time.Duration, 0, o.s.N)
 	lags := make([]time.Duration, 0, o.s.N)
+	acc := make([]time.Duration, 0, o.s.N)
 	var last time.Time
 	buckets := map[int][]time.Duration{}
 	for i := w; i < w+o.s.N; i++ {
@@ -176,6 +180,7 @@ func (o *openLoop) result(started, accepted []time.Time, senders int) LoopResult
 		l := time.Unix(0, o.start.Load()+o.arrived[i].Load()).Sub(due)
 		lat = append(lat, l)
 		lags = append(lags, started[i].Sub(due))
+		acc = append(acc, accepted[i].Sub(due))
 		if accepted[i].After(last) {
 			last = accepted[i]
 		}
@@ -183,6 +188,7 @@ func (o *openLoop) result(started, accepted []time.Time, senders int) LoopResult
 		buckets[b] = append(buckets[b], l)
 	}
 	res.Latencies = percentiles(lat)
+	res.Accepted = percentiles(acc)
 	lp := percentiles(lags)
 	res.PacerLagP99, res.PacerLagMax = max(lp.P99, 0), max(lp.Max, 0)
 	if el := last.Sub(first); el > 0 {

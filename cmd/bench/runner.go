@@ -309,7 +309,16 @@ func (r *runner) p3Row(id string, rate int, target string) bench.Row {
 	if err != nil {
 		return bench.ErrorRow(id, what, target, err)
 	}
-	direct, err := r.env.DirectLatency(chd, s)
+	direct, err := r.env.DirectLatency(chd, s, bench.ReceiverProducer)
+	if err != nil {
+		return bench.ErrorRow(id, what, target, err)
+	}
+	progress("%s second baseline: bare kafka-go Writer (1 ms batches) -> partition readers, open loop at %d/s", id, rate)
+	chk, err := r.env.NewChannel("p3kgo", partitions)
+	if err != nil {
+		return bench.ErrorRow(id, what, target, err)
+	}
+	kgo, err := r.env.DirectLatency(chk, s, bench.KafkaGoWriter)
 	if err != nil {
 		return bench.ErrorRow(id, what, target, err)
 	}
@@ -336,7 +345,8 @@ func (r *runner) p3Row(id string, rate int, target string) bench.Row {
 	return bench.Row{
 		ID: id, What: what, Value: l.Describe(), Baseline: "direct " + direct.Describe(),
 		Ratio: fmt.Sprintf("p99 %.1f x", ratio), Target: target, Pass: pass,
-		Detail: fmt.Sprintf("receiver's writer: %s; direct writer: %s; load average %s", l.Writer, direct.Writer, loadAvg()),
+		Detail: fmt.Sprintf("receiver's writer: %s; direct writer: %s; bare kafka-go Writer (BatchTimeout 1 ms) -> readers: %s, its writer: %s; load average %s",
+			l.Writer, direct.Writer, kgo.Describe(), kgo.Writer, loadAvg()),
 	}
 }
 

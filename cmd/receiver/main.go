@@ -46,7 +46,7 @@ func main() {
 	flag.Int64Var(&o.maxBodyBytes, "max-body-bytes", receiver.DefaultMaxBodyBytes,
 		"largest event body accepted; larger ones get 413; the default is Kafka's default max.message.bytes")
 	flag.DurationVar(&o.batchTimeout, "batch-timeout", receiver.DefaultBatchTimeout,
-		"how long a record waits for others to share its produce request")
+		"how long the first record for an idle partition waits for others before its produce request is sent (linger; 0: at once). Records that arrive while a partition's request is in flight always go together in its next one")
 	flag.IntVar(&o.batchSize, "batch-size", receiver.DefaultBatchSize, "most records in one produce request per partition")
 	flag.DurationVar(&o.produceTimeout, "produce-timeout", receiver.DefaultProduceTimeout,
 		"how long to wait for Kafka's acknowledgement before answering 503")
