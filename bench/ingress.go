@@ -159,8 +159,10 @@ func (e *Env) ReceiverRateData(ch Channel, n, senders int, data []byte) (float64
 	return parallel(n, senders, func(i int) error { return sendData(client, r.URL, "p4-"+strconv.Itoa(i), data) })
 }
 
-// WriterRate is P4's baseline: a raw kafka-go Writer tuned like the receiver's (acks=all,
-// 1 ms batch timeout, batch size 1000), `senders` goroutines each writing one record at a time.
+// WriterRate is P4's baseline: a raw kafka-go Writer with acks=all, a 1 ms batch timeout (kafka-go's
+// own batching; the receiver's Writer has no timeout but batches what arrives while a request is
+// in flight) and the receiver's batch size, `senders` goroutines each writing one record at a
+// time.
 func (e *Env) WriterRate(ch Channel, n, senders int) (float64, error) {
 	return e.WriterRateData(ch, n, senders, payload)
 }
@@ -171,7 +173,7 @@ func (e *Env) WriterRate(ch Channel, n, senders int) (float64, error) {
 func (e *Env) WriterRateData(ch Channel, n, senders int, data []byte) (float64, error) {
 	w := &kafka.Writer{
 		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: receiver.DefaultBatchTimeout, BatchSize: receiver.DefaultBatchSize,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: receiver.DefaultBatchSize,
 		BatchBytes: receiver.DefaultMaxBodyBytes,
 	}
 	defer func() { _ = w.Close() }()

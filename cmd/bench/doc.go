@@ -320,13 +320,24 @@ const analysis = `
 - **P2**: ordered delivery (one event in flight per partition) to a sink that answers after
   5 ms: no implementation can beat partitions / latency = 1,600/s at 8 partitions and 6,400/s
   at 32 (row P2 32p).
-- **P3**: events POSTed to the real receiver library at 1,000/s (paced, not closed-loop), through
-  Kafka (acks=all) and the dispatcher (ordered, the default) to the sink; the latency is from
-  just before the POST to the sink receiving the event. Baseline: a kafka-go Writer with the
-  receiver's settings and partition readers, at the same rate.
+- **P3** (open loop, issue 26): events are due on a fixed schedule (1,000/s, and half the
+  receiver's capacity as P4 measured it in the same run, row P3 half) for 5 s after 1 s of
+  warm-up at the same rate. The pacer hands each due event to a free sender and starts another
+  sender whenever none is free (up to 1,024), so a slow answer never delays the next event's
+  send. Each latency runs from the event's due time, not from when a sender got to it, to the
+  sink receiving it: a backlog anywhere, the pacer's included, shows as latency. The row gives
+  the offered rate, the achieved rate (events accepted per second from the first due time to
+  the last acceptance), the senders the run needed, how late the pacer started events (its
+  lag, p99 and max) and the ingress half of the latency (due time to the receiver's 202). Path:
+  the real receiver library (acks=all), Kafka, the dispatcher (ordered, the default, production
+  fetch settings), a sink answering at once. Baseline (direct): the receiver's producer called
+  directly (no HTTP) and a kafka-go partition reader per partition with the dispatcher's fetch
+  settings (no delivery), on the same schedule. The details under the table add a second
+  baseline, a bare kafka-go Writer with the 1 ms batch timeout the receiver used before, and
+  each writer's produce requests, records per request, queue wait and produce round trip.
 - **P4**: 20k events POSTed to the receiver by 32 concurrent senders, each answered 202 only
-  after acks=all. Baseline: a kafka-go Writer with the same acks, batch timeout (1 ms) and batch
-  size, written by 32 goroutines one record at a time.
+  after acks=all. Baseline: a kafka-go Writer with the same acks and batch size and kafka-go's
+  own batching (1 ms batch timeout), written by 32 goroutines one record at a time.
 - **P4b**: P4 with 20 KB events (5k of them): MB/s of event data through the receiver against
   the raw Writer with the same tuning (its BatchBytes is the receiver's body limit).
 - **P5**: the bench binary re-executes itself as a separate process running ` + "`dispatcher.New`" + `
