@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -50,6 +51,12 @@ type LoopResult struct {
 	// Accepted is from each event's due time to its send returning (the receiver's 202, the
 	// producer's acknowledgement): the ingress half of Latencies.
 	Accepted Latencies
+	// CPUPerEvent is the CPU time the whole bench process (senders, and whatever of the path
+	// runs in it) used per event during the run, Cores that time over the run's wall time: on a
+	// shared machine a path whose CPU per event times the rate exceeds the cores it gets cannot
+	// keep up, whatever its code does.
+	CPUPerEvent time.Duration
+	Cores       float64
 	// Series is the latency over the window in slices of SeriesStep.
 	Series []Bucket
 }
@@ -60,8 +67,9 @@ const SeriesStep = 250 * time.Millisecond
 // Describe is the row's text for the run: percentiles, offered and achieved rates, senders and
 // the pacer's lag.
 func (l LoopResult) Describe() string {
-	return fmt.Sprintf("p50 %s / p99 %s / max %s ms; offered %.0f/s, achieved %.0f/s, %d senders, pacer lag p99 %s / max %s ms; accepted p50 %s / p99 %s ms",
-		msf(l.P50), msf(l.P99), msf(l.Max), l.Offered, l.Achieved, l.Senders, msf(l.PacerLagP99), msf(l.PacerLagMax), msf(l.Accepted.P50), msf(l.Accepted.P99))
+	return fmt.Sprintf("p50 %s / p99 %s / max %s ms; offered %.0f/s, achieved %.0f/s, %d senders, pacer lag p99 %s / max %s ms; accepted p50 %s / p99 %s ms; bench process CPU %.0f us/event (%.2f cores)",
+		msf(l.P50), msf(l.P99), msf(l.Max), l.Offered, l.Achieved, l.Senders, msf(l.PacerLagP99), msf(l.PacerLagMax), msf(l.Accepted.P50), msf(l.Accepted.P99),
+		float64(l.CPUPerEvent.Nanoseconds())/1000, l.Cores)
 }
 
 func msf(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d.Microseconds())/1000) }
@@ -133,6 +141,7 @@ func (o *openLoop) run(send func(i int) error, budget time.Duration) (LoopResult
 			accepted[i] = time.Now()
 		}
 	}
+	cpu0, wall0 := processCPU(), time.Now()
 	// The start is a little ahead so the first due time is not already past.
 	o.start.Store(time.Now().Add(time.Millisecond).UnixNano())
 	for i := range total {
@@ -163,7 +172,21 @@ func (o *openLoop) run(send func(i int) error, budget time.Duration) (LoopResult
 	case <-time.After(budget):
 		return LoopResult{}, fmt.Errorf("%d of %d events arrived: %w", o.count.Load(), o.s.N, errTimeout)
 	}
-	return o.result(started, accepted, senders), nil
+	res := o.result(started, accepted, senders)
+	if cpu, wall := processCPU()-cpu0, time.Since(wall0); cpu > 0 && wall > 0 {
+		res.CPUPerEvent = cpu / time.Duration(total)
+		res.Cores = cpu.Seconds() / wall.Seconds()
+	}
+	return res, nil
+}
+
+// processCPU is the user and system CPU time this process has used; 0 where unknown.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func (o *openLoop) result(started, accepted []time.Time, senders int) LoopResult {
