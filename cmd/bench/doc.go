@@ -93,12 +93,12 @@ func latencySection(runs []latencyRun, png string) string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, `
-![P3 latency (ms, log scale, y) against seconds into the measured window (x), one panel per offered rate; blue receiver -> subscriber, orange direct Writer -> reader; thick p99, thin p50 per 250 ms of due times](%s)
+![P3 latency (ms, log scale, y) against seconds into the measured window (x), one panel per offered rate; blue receiver -> subscriber, orange direct producer -> reader; thick p99, thin p50 per 250 ms of due times](%s)
 
 Latency of every event from its due time (open loop) to its arrival, p99 (thick) and p50 (thin)
 per 250 ms of due times, receiver -> Kafka -> dispatcher -> subscriber in blue and the direct
-kafka-go Writer -> partition reader baseline in orange; one panel per offered rate (the number
-above it, events/s). A line that climbs to the right is a backlog; a flat one is the system
+baseline (the receiver's producer called without HTTP -> a partition reader) in orange; one
+panel per offered rate (the number above it, events/s). A line that climbs to the right is a backlog; a flat one is the system
 keeping up.
 
 `, png)

@@ -87,7 +87,7 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "finding the bench binary for P5:", err)
 		return 1
 	}
-	start := time.Now()
+	start, startLoad := time.Now(), loadAvg()
 	r := &runner{env: env, sizes: fullSizes(*events), self: self}
 	if *short {
 		r.sizes = shortSizes()
@@ -149,8 +149,8 @@ func run() int {
 			for _, row := range rows {
 				ids = append(ids, row.ID)
 			}
-			prov := fmt.Sprintf("%s%s (`go run ./cmd/bench -only %s -update%s`): %s, commit %s, took %s, machine: %s", provenancePrefix,
-				strings.Join(ids, ", "), *only, map[bool]string{true: " -apache"}[*apache], time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), time.Since(start).Round(time.Second), machine())
+			prov := fmt.Sprintf("%s%s (`go run ./cmd/bench -only %s -update%s`): %s, commit %s, took %s, load average at the start %s, machine: %s", provenancePrefix,
+				strings.Join(ids, ", "), *only, map[bool]string{true: " -apache"}[*apache], time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), time.Since(start).Round(time.Second), startLoad, machine())
 			md, err = updateDocument(string(old), rows, r, *apache, prov)
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
