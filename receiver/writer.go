@@ -162,8 +162,7 @@ func (w *Writer) write(ctx context.Context, msgs []kafka.Message) error {
 		if err != nil {
 			return err
 		}
-		msgs[i].Partition = w.balancer.Balance(msgs[i], partitionList(n)...)
-		key := topicPartition{topic, msgs[i].Partition}
+		key := topicPartition{topic, w.balancer.Balance(msgs[i], partitionList(n)...)}
 		if _, ok := groups[key]; !ok {
 			order = append(order, key)
 		}
@@ -173,7 +172,11 @@ func (w *Writer) write(ctx context.Context, msgs []kafka.Message) error {
 	for _, key := range order {
 		pw := &pendingWrite{ctx: ctx, since: time.Now(), done: make(chan struct{})}
 		for _, i := range groups[key] {
-			pw.msgs = append(pw.msgs, msgs[i])
+			// A copy carries the choice to the inner Writer (presetPartition); the caller's
+			// records stay as they were.
+			m := msgs[i]
+			m.Partition = key.partition
+			pw.msgs = append(pw.msgs, m)
 		}
 		w.enqueue(key, pw)
 		writes = append(writes, pw)

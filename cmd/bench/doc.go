@@ -335,6 +335,8 @@ const analysis = `
   settings (no delivery), on the same schedule. The details under the table add a second
   baseline, a bare kafka-go Writer with the 1 ms batch timeout the receiver used before, and
   each writer's produce requests, records per request, queue wait and produce round trip.
+  ` + "`go run ./cmd/bench -only P3 -update`" + ` reruns P3 alone and replaces its rows, notes and plot
+  (with ` + "`-apache`" + ` under ` + "`localstack kafka`" + `, those of the Apache Kafka section).
 - **P4**: 20k events POSTed to the receiver by 32 concurrent senders, each answered 202 only
   after acks=all. Baseline: a kafka-go Writer with the same acks and batch size and kafka-go's
   own batching (1 ms batch timeout), written by 32 goroutines one record at a time.
