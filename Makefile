@@ -178,7 +178,7 @@ test-faults: envtest $(if $(filter apache,$(KAFKA)),kafka-dist) ## The whole fau
 	  KAFKACHANNEL_FAULTS=full KAFKACHANNEL_FAULTS_DOC=$(CURDIR)/docs/reliability.md go test ./test/faults -count=1 -v -timeout 40m
 
 .PHONY: bench
-bench: $(if $(filter apache,$(KAFKA)),build kafka-dist) ## Benchmarks against baselines from the same run; writes docs/benchmarks.md and docs/benchmarks.png (KAFKA=apache: on one Apache Kafka $(KAFKA_VERSION) broker, into the document's second table).
+bench: $(if $(filter apache,$(KAFKA)),build kafka-dist) ## Benchmarks against baselines from the same run; writes docs/benchmarks.md, docs/benchmarks.png and docs/benchmarks-latency.png (KAFKA=apache: on one Apache Kafka $(KAFKA_VERSION) broker, into the document's second table and docs/benchmarks-latency-apache.png).
 ifeq ($(KAFKA),apache)
 	CACHE_DIR="$(CACHE_DIR)" KAFKA_VERSION=$(KAFKA_VERSION) KAFKA_BROKERS=1 \
 	  $(LOCALBIN)/localstack kafka --dir "$(CURDIR)/.demo/bench-kafka" -- go run ./cmd/bench -apache

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,6 +28,7 @@ import (
 type Receiver struct {
 	URL string
 	r   *receiver.Receiver
+	w   *receiver.Writer
 }
 
 // StartReceiver serves ch with the production writer settings (acks=all, 1 ms batch timeout).
@@ -37,7 +39,8 @@ func (e *Env) StartReceiver(ch Channel) (*Receiver, error) {
 	}
 	idx := receiver.NewIndex()
 	idx.SetChannel(receiver.Channel{Namespace: Namespace, Name: ch.Name, Topic: ch.Topic, Ready: true})
-	r, err := receiver.New(receiver.Config{Channels: idx, Writer: receiver.NewWriter(kc, receiver.WriterOptions{}), Kafka: kc, Log: logr.Discard()})
+	w := receiver.NewWriter(kc, receiver.WriterOptions{})
+	r, err := receiver.New(receiver.Config{Channels: idx, Writer: w, Kafka: kc, Log: logr.Discard()})
 	if err != nil {
 		return nil, fmt.Errorf("creating the receiver: %w", err)
 	}
@@ -46,7 +49,7 @@ func (e *Env) StartReceiver(ch Channel) (*Receiver, error) {
 		return nil, fmt.Errorf("listening for the receiver: %w", err)
 	}
 	go func() { _ = r.Serve(ln) }()
-	return &Receiver{URL: "http://" + ln.Addr().String() + naming.ChannelPath(Namespace, ch.Name), r: r}, nil
+	return &Receiver{URL: "http://" + ln.Addr().String() + naming.ChannelPath(Namespace, ch.Name), r: r, w: w}, nil
 }
 
 // Close shuts the receiver down.
@@ -156,8 +159,10 @@ func (e *Env) ReceiverRateData(ch Channel, n, senders int, data []byte) (float64
 	return parallel(n, senders, func(i int) error { return sendData(client, r.URL, "p4-"+strconv.Itoa(i), data) })
 }
 
-// WriterRate is P4's baseline: a raw kafka-go Writer tuned like the receiver's (acks=all,
-// 1 ms batch timeout, batch size 1000), `senders` goroutines each writing one record at a time.
+// WriterRate is P4's baseline: a raw kafka-go Writer with acks=all, a 1 ms batch timeout (kafka-go's
+// own batching; the receiver's Writer has no timeout but batches what arrives while a request is
+// in flight) and the receiver's batch size, `senders` goroutines each writing one record at a
+// time.
 func (e *Env) WriterRate(ch Channel, n, senders int) (float64, error) {
 	return e.WriterRateData(ch, n, senders, payload)
 }
@@ -168,7 +173,7 @@ func (e *Env) WriterRate(ch Channel, n, senders int) (float64, error) {
 func (e *Env) WriterRateData(ch Channel, n, senders int, data []byte) (float64, error) {
 	w := &kafka.Writer{
 		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.Hash{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: receiver.DefaultBatchTimeout, BatchSize: receiver.DefaultBatchSize,
+		RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: receiver.DefaultBatchSize,
 		BatchBytes: receiver.DefaultMaxBodyBytes,
 	}
 	defer func() { _ = w.Close() }()
@@ -196,40 +201,84 @@ func percentiles(ds []time.Duration) Latencies {
 	return Latencies{P50: at(0.50), P99: at(0.99), Max: ds[len(ds)-1], N: len(ds)}
 }
 
-// paced calls fire(i) n times at `perSec`, on schedule (not after the previous call returns),
-// so a slow answer does not lower the offered rate.
-func paced(n, perSec int, fire func(i int)) {
-	interval := time.Second / time.Duration(perSec)
-	start := time.Now()
-	var wg sync.WaitGroup
-	for i := range n {
-		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
-			time.Sleep(d)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); fire(i) }()
-	}
-	wg.Wait()
+// WriterStats summarises a kafka-go Writer over a run: where a record's time went before the
+// broker acknowledged it.
+type WriterStats struct {
+	// Requests is the produce requests sent, Records the records in them.
+	Requests, Records int64
+	// BatchWait is from a batch's first record to its produce request starting: the batch
+	// timeout, plus the wait behind the partition's previous request (kafka-go sends one at a
+	// time per partition).
+	BatchWaitAvg, BatchWaitMax time.Duration
+	// Produce is one produce request's round trip to the broker's acknowledgement.
+	ProduceAvg, ProduceMax time.Duration
+	// QueueWait is the receiver Writer's own wait before a record's request starts (behind the
+	// partition's request in flight); zero for a bare kafka-go Writer, whose wait is BatchWait.
+	QueueWaitAvg, QueueWaitMax time.Duration
 }
 
-// EndToEndLatency is P3: events POSTed to the receiver at perSec, latency measured from just
-// before the POST to the subscriber receiving the event through Kafka and the dispatcher.
-func (e *Env) EndToEndLatency(ch Channel, sink *Sink, n, perSec int) (Latencies, error) {
+func writerStats(s kafka.WriterStats) WriterStats {
+	return WriterStats{Requests: s.Writes, Records: s.Messages, BatchWaitAvg: s.BatchTime.Avg, BatchWaitMax: s.BatchTime.Max,
+		ProduceAvg: s.WriteTime.Avg, ProduceMax: s.WriteTime.Max}
+}
+
+// receiverWriterStats is writerStats of the receiver's Writer, with its own queue's wait.
+func receiverWriterStats(w *receiver.Writer) WriterStats {
+	s := writerStats(w.Stats())
+	_, s.QueueWaitAvg, s.QueueWaitMax = w.QueueWaits()
+	return s
+}
+
+// String is the stats as the benchmark notes print them.
+func (s WriterStats) String() string {
+	per := 0.0
+	if s.Requests > 0 {
+		per = float64(s.Records) / float64(s.Requests)
+	}
+	q := ""
+	if s.QueueWaitMax > 0 {
+		q = fmt.Sprintf("queue wait avg %s / max %s ms; ", msf(s.QueueWaitAvg), msf(s.QueueWaitMax))
+	}
+	return fmt.Sprintf("%d produce requests, %.1f records each; %skafka-go batch wait avg %s / max %s ms; produce avg %s / max %s ms",
+		s.Requests, per, q, msf(s.BatchWaitAvg), msf(s.BatchWaitMax), msf(s.ProduceAvg), msf(s.ProduceMax))
+}
+
+// Latency is one open-loop latency run and what its writer did.
+type Latency struct {
+	LoopResult
+	Writer WriterStats
+}
+
+// latencyID is the event id of event i of a latency run: the sink maps it back to i.
+func latencyID(prefix string, i int) string { return prefix + strconv.Itoa(i) }
+
+func latencyIndex(prefix, id string) (int, bool) {
+	rest, ok := strings.CutPrefix(id, prefix)
+	if !ok {
+		return 0, false
+	}
+	i, err := strconv.Atoi(rest)
+	return i, err == nil
+}
+
+// EndToEndLatency is P3: events POSTed to the receiver on schedule s, through Kafka and the
+// dispatcher (ordered, the default) to sink; each latency from the event's due time to the sink
+// receiving it.
+func (e *Env) EndToEndLatency(ch Channel, sink *Sink, s Schedule) (Latency, error) {
+	if err := s.check(); err != nil {
+		return Latency{}, err
+	}
 	r, err := e.StartReceiver(ch)
 	if err != nil {
-		return Latencies{}, err
+		return Latency{}, err
 	}
 	defer r.Close()
-	var mu sync.Mutex
-	sentAt := make(map[string]time.Time, n)
-	var lat []time.Duration
+	prefix := fmt.Sprintf("lat%d-", e.seq.Add(1))
+	loop := newOpenLoop(s)
 	sink.mu.Lock()
 	sink.hook = func(id string, at time.Time) {
-		mu.Lock()
-		defer mu.Unlock()
-		if t, ok := sentAt[id]; ok {
-			lat = append(lat, at.Sub(t))
-			delete(sentAt, id)
+		if i, ok := latencyIndex(prefix, id); ok {
+			loop.arrive(i, at)
 		}
 	}
 	sink.mu.Unlock()
@@ -238,57 +287,77 @@ func (e *Env) EndToEndLatency(ch Channel, sink *Sink, n, perSec int) (Latencies,
 	uid := fmt.Sprintf("lat-%d", e.seq.Add(1))
 	d, stop, err := e.RunDispatcher(ch, dispatcher.Channel{Subscribers: []v1beta1.SubscriberSpec{Subscriber(uid, sink.URL)}})
 	if err != nil {
-		return Latencies{}, err
+		return Latency{}, err
 	}
 	defer stop()
 	if err := waitReady(d, uid, e.Within(30*time.Second)); err != nil {
-		return Latencies{}, err
+		return Latency{}, err
 	}
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
-	// Warm-up events are not counted: the first requests open connections and fetch metadata.
-	for i := range 20 {
-		_ = send(client, r.URL, "warm-"+strconv.Itoa(i))
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: max(s.MaxSenders, 1024)}}
+	// The writer's first request fetches metadata; the schedule's warm-up does the rest.
+	if err := send(client, r.URL, "warmup"); err != nil {
+		return Latency{}, err
 	}
-	done := sink.Expect(n)
-	var failed atomic.Int64
-	paced(n, perSec, func(i int) {
-		id := "lat-" + strconv.Itoa(i)
-		mu.Lock()
-		sentAt[id] = time.Now()
-		mu.Unlock()
-		if err := send(client, r.URL, id); err != nil {
-			failed.Add(1)
-		}
-	})
-	if f := failed.Load(); f > 0 {
-		return Latencies{}, fmt.Errorf("%d of %d posts failed", f, n)
+	_ = receiverWriterStats(r.w)
+	res, err := loop.run(func(i int) error { return send(client, r.URL, latencyID(prefix, i)) }, e.Within(30*time.Second))
+	if err != nil {
+		return Latency{}, fmt.Errorf("receiver -> subscriber: %w", err)
 	}
-	if err := wait(done, e.Within(30*time.Second)); err != nil {
-		return Latencies{}, fmt.Errorf("latency run delivered %d of %d: %w", sink.Count(), n, err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	return percentiles(lat), nil
+	return Latency{LoopResult: res, Writer: receiverWriterStats(r.w)}, nil
 }
 
-// DirectLatency is P3's baseline: a kafka-go Writer (same settings as the receiver's) and a
-// partition reader per partition, at the same rate; latency from before the write to the read.
-func (e *Env) DirectLatency(ch Channel, n, perSec int) (Latencies, error) {
-	w := &kafka.Writer{
-		Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.RoundRobin{},
-		RequiredAcks: kafka.RequireAll, BatchTimeout: receiver.DefaultBatchTimeout, BatchSize: receiver.DefaultBatchSize,
+// Producer is what DirectLatency writes with.
+type Producer int
+
+const (
+	// ReceiverProducer is the receiver's Writer (acks=all, its batching), called directly.
+	ReceiverProducer Producer = iota
+	// KafkaGoWriter is a bare kafka-go Writer with acks=all, BatchSize 100 and the 1 ms
+	// BatchTimeout the receiver used before issue 26: kafka-go's own per-partition batching.
+	KafkaGoWriter
+)
+
+// DirectLatency is P3's baseline: records written by p, with no HTTP in front, and read by a
+// partition reader per partition with the dispatcher's fetch settings, with no delivery behind,
+// on the same schedule; latency from the event's due time to the read.
+func (e *Env) DirectLatency(ch Channel, s Schedule, p Producer) (Latency, error) {
+	if err := s.check(); err != nil {
+		return Latency{}, err
 	}
-	defer func() { _ = w.Close() }()
-	var mu sync.Mutex
-	sentAt := make(map[string]time.Time, n)
-	lat := make([]time.Duration, 0, n)
+	var write func(ctx context.Context, m kafka.Message) error
+	var stats func() WriterStats
+	switch p {
+	case KafkaGoWriter:
+		w := &kafka.Writer{
+			Addr: kafka.TCP(e.Brokers...), Topic: ch.Topic, Balancer: &kafka.RoundRobin{},
+			RequiredAcks: kafka.RequireAll, BatchTimeout: time.Millisecond, BatchSize: receiver.DefaultBatchSize,
+		}
+		defer func() { _ = w.Close() }()
+		write = func(ctx context.Context, m kafka.Message) error { return w.WriteMessages(ctx, m) }
+		stats = func() WriterStats { return writerStats(w.Stats()) }
+	default:
+		kc, err := kafkaconn.Parse(map[string][]byte{kafkaconn.KeyBrokers: []byte(joinBrokers(e.Brokers))})
+		if err != nil {
+			return Latency{}, fmt.Errorf("kafka config: %w", err)
+		}
+		w := receiver.NewWriter(kc, receiver.WriterOptions{})
+		defer func() { _ = w.Close() }()
+		write = func(ctx context.Context, m kafka.Message) error {
+			m.Topic = ch.Topic
+			return w.WriteMessages(ctx, m)
+		}
+		stats = func() WriterStats { return receiverWriterStats(w) }
+	}
+	prefix := fmt.Sprintf("d%d-", e.seq.Add(1))
+	loop := newOpenLoop(s)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	got := make(chan struct{}, n)
 	var readers sync.WaitGroup
-	for p := range ch.Partitions {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.Brokers, Topic: ch.Topic, Partition: p,
-			MaxWait: dispatcher.DefaultMaxWait, StartOffset: kafka.LastOffset})
+	defer readers.Wait()
+	defer cancel()
+	for part := range ch.Partitions {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: e.Brokers, Topic: ch.Topic, Partition: part,
+			MinBytes: 1, MaxBytes: 10 << 20, MaxWait: dispatcher.DefaultMaxWait, StartOffset: kafka.LastOffset})
 		readers.Add(1)
 		go func() {
 			defer readers.Done()
@@ -298,45 +367,27 @@ func (e *Env) DirectLatency(ch Channel, n, perSec int) (Latencies, error) {
 				if err != nil {
 					return
 				}
-				now := time.Now()
-				id := string(m.Key)
-				mu.Lock()
-				if t, ok := sentAt[id]; ok {
-					lat = append(lat, now.Sub(t))
-					delete(sentAt, id)
-					got <- struct{}{}
+				if i, ok := latencyIndex(prefix, string(m.Key)); ok {
+					loop.arrive(i, time.Now())
 				}
-				mu.Unlock()
 			}
 		}()
 	}
 	// Readers starting at the end of the log need a moment to learn where the end is.
 	time.Sleep(time.Second)
-	_ = w.WriteMessages(ctx, kafka.Message{Value: payload})
-	var failed atomic.Int64
-	paced(n, perSec, func(i int) {
-		id := "d-" + strconv.Itoa(i)
-		mu.Lock()
-		sentAt[id] = time.Now()
-		mu.Unlock()
-		if err := w.WriteMessages(ctx, kafka.Message{Key: []byte(id), Value: payload}); err != nil {
-			failed.Add(1)
-		}
-	})
-	deadline := time.After(e.Within(30 * time.Second))
-	for range n - int(failed.Load()) {
-		select {
-		case <-got:
-		case <-deadline:
-			return Latencies{}, fmt.Errorf("direct loop read %d of %d: %w", len(lat), n, errTimeout)
-		}
+	if err := write(ctx, kafka.Message{Value: payload}); err != nil {
+		return Latency{}, fmt.Errorf("direct writer warm-up: %w", err)
 	}
-	cancel()
-	readers.Wait()
-	if f := failed.Load(); f > 0 {
-		return Latencies{}, fmt.Errorf("%d of %d writes failed", f, n)
+	_ = stats()
+	res, err := loop.run(func(i int) error {
+		// The id is the key, so records spread over the partitions by its hash.
+		id := latencyID(prefix, i)
+		return write(ctx, kafka.Message{Key: []byte(id), Value: payload})
+	}, e.Within(30*time.Second))
+	if err != nil {
+		return Latency{}, fmt.Errorf("direct writer -> reader: %w", err)
 	}
-	return percentiles(lat), nil
+	return Latency{LoopResult: res, Writer: stats()}, nil
 }
 
 // waitReady polls the dispatcher until the subscriber is Ready.

@@ -17,6 +17,9 @@ type Row struct {
 	Pass string
 	// Note explains a miss or an error.
 	Note string
+	// Detail is what the run saw besides the figure (a writer's batching, the load average),
+	// printed under the table: evidence for reading the row, not an error.
+	Detail string
 }
 
 // Verdict spells a boolean as the table does.
@@ -70,6 +73,9 @@ func Text(rows []Row) string {
 	for _, r := range rows {
 		if r.Note != "" {
 			fmt.Fprintf(&b, "%s: %s\n", r.ID, r.Note)
+		}
+		if r.Detail != "" {
+			fmt.Fprintf(&b, "%s: %s\n", r.ID, r.Detail)
 		}
 	}
 	return b.String()

@@ -2,12 +2,14 @@ package receiver
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkachannel/kafkachannel/environments/kafkatest"
 )
@@ -133,5 +135,81 @@ func TestWriterFollowsAMovedLeader(t *testing.T) {
 		if err := w.WriteMessages(ctx, kafka.Message{Topic: "moving", Value: []byte("after")}); err != nil {
 			t.Fatalf("write after move %d (leader %d -> %d): %v", move+1, leader, next, err)
 		}
+	}
+}
+
+// While a partition's produce request is in flight, the records that arrive must go together in
+// its next request. kafka-go's Writer alone queued a batch every BatchTimeout (1 ms) behind the
+// one in flight and sent them one request each: a partition whose round trip is longer than
+// that fell further behind with every request (issue 26: a second of latency at 1,000/s on one
+// loaded Apache Kafka broker).
+func TestWriterSendsWhatArrivedDuringARequestInTheNext(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("holds the in-process cluster's produce requests")
+	}
+	k := kafkatest.Start(t)
+	createTopic(t, k, "busy", 1)
+	w := NewWriter(kafkaConfig(t, k), WriterOptions{})
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := w.WriteMessages(ctx, kafka.Message{Topic: "busy", Value: []byte("warm")}); err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu       sync.Mutex
+		requests int
+	)
+	held := make(chan struct{})
+	release := make(chan struct{})
+	// kfake serves every request from one loop: holding the first produce request here holds
+	// the broker, as a slow one would.
+	k.Cluster.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		mu.Lock()
+		requests++
+		first := requests == 1
+		mu.Unlock()
+		if first {
+			close(held)
+			<-release
+		}
+		return nil, nil, false
+	})
+	var wg sync.WaitGroup
+	errs := make(chan error, 21)
+	write := func(v string) {
+		defer wg.Done()
+		errs <- w.WriteMessages(ctx, kafka.Message{Topic: "busy", Value: []byte(v)})
+	}
+	wg.Add(1)
+	go write("first")
+	select {
+	case <-held:
+	case <-ctx.Done():
+		t.Fatal("the first produce request never reached the broker")
+	}
+	// Twenty records arrive 2 ms apart while the first request is held: an open-loop sender.
+	for i := range 20 {
+		wg.Add(1)
+		go write(strconv.Itoa(i))
+		time.Sleep(2 * time.Millisecond)
+	}
+	// Room for the last writes to reach the partition's queue before the broker answers.
+	time.Sleep(50 * time.Millisecond)
+	close(release)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// One request held, one with the twenty; a third at most for a write that was late to the
+	// queue on a loaded machine.
+	if requests > 3 {
+		t.Errorf("%d produce requests for 21 records on one partition, want <= 3: the records that arrived during a request were not sent together in the next", requests)
 	}
 }

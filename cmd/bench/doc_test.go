@@ -3,6 +3,8 @@ package main
 import (
 	"strings"
 	"testing"
+
+	"github.com/kafkachannel/kafkachannel/bench"
 )
 
 // The kfake run rewrites the document but keeps the Apache Kafka table; the Apache Kafka run
@@ -27,5 +29,57 @@ func TestApacheSectionSurvivesBothRuns(t *testing.T) {
 	}
 	if _, err := withApacheSection("# Benchmarks\n", section); err == nil {
 		t.Error("a document without the section must be an error, not silently lose the table")
+	}
+}
+
+// A partial run (-only P3 -update) replaces its own rows and notes in the table of its Kafka and
+// leaves every other row, the other table and the other run's notes as they were.
+func TestUpdateReplacesOnlyTheRunsRows(t *testing.T) {
+	table := func(rows ...string) string {
+		return "| id | what | measured | baseline (same run) | ratio | target | result |\n|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
+	}
+	doc := "# Benchmarks\n\n- date: old\n\n" + table("| P2 | two | 1/s | b | 1 | t | pass |", "| P3 | old latency | 9 ms | b | 1 | t | MISS |", "| P4 | four | 4/s | b | 1 | t | pass |") +
+		"\nWhat the runs saw besides the figures:\n\n- P3: old detail\n\n## Ordered throughput against partitions\n\nplot\n" +
+		"\n## What each row measures\n\nold prose\n" +
+		apacheHeading + apacheBegin + "\n- date: apache\n\n" + table("| P3 | apache latency | 50 ms | b | 1 | t | MISS |", "| P4 | apache four | 3/s | b | 1 | t | pass |") +
+		"- P4: apache note\n" + apacheEnd + "\n"
+	rows := []bench.Row{
+		{ID: "P3", What: "new latency", Value: "2 ms", Pass: "pass", Detail: "new detail"},
+		{ID: "P3 half", What: "new half", Value: "3 ms", Pass: "-"},
+	}
+	r := &runner{latency: []latencyRun{{rate: 1000}}}
+	got, err := updateDocument(doc, rows, r, false, provenancePrefix+"P3, P3 half: now")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kfake, apachePart, _ := strings.Cut(got, apacheHeading)
+	for _, want := range []string{"| P2 | two |", "| P3 | new latency | 2 ms |", "| P3 half | new half |", "| P4 | four |", "- P3: new detail", provenancePrefix, latencyBegin, "## Ordered throughput", "## What each row measures"} {
+		if !strings.Contains(kfake, want) {
+			t.Errorf("the kfake part lacks %q:\n%s", want, kfake)
+		}
+	}
+	for _, gone := range []string{"old latency", "old detail", "old prose"} {
+		if strings.Contains(kfake, gone) {
+			t.Errorf("the kfake part still has %q:\n%s", gone, kfake)
+		}
+	}
+	if strings.Index(kfake, "| P3 half |") > strings.Index(kfake, "| P4 | four |") {
+		t.Errorf("the new rows must take the old row's place:\n%s", kfake)
+	}
+	if !strings.Contains(apachePart, "apache latency") || strings.Contains(apachePart, "new latency") {
+		t.Errorf("a kfake update must leave the Apache Kafka table alone:\n%s", apachePart)
+	}
+	got, err = updateDocument(got, rows, r, true, provenancePrefix+"P3, P3 half: apache now")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, apachePart, _ = strings.Cut(got, apacheHeading)
+	for _, want := range []string{"| P3 | new latency |", "| P4 | apache four |", "- P4: apache note", "apache now", "benchmarks-latency-apache.png", apacheEnd} {
+		if !strings.Contains(apachePart, want) {
+			t.Errorf("the Apache Kafka part lacks %q:\n%s", want, apachePart)
+		}
+	}
+	if strings.Contains(apachePart, "apache latency") || strings.Count(got, apacheEnd) != 1 || strings.Count(got, latencyBegin) != 2 {
+		t.Errorf("the Apache Kafka update must replace its P3 row and keep one section with one latency block:\n%s", got)
 	}
 }

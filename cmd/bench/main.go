@@ -34,6 +34,8 @@ func run() int {
 	events := flag.Int("events", 20000, "records per throughput run (P1, P4)")
 	doc := flag.String("doc", "docs/benchmarks.md", "Markdown file to write; empty: none")
 	plot := flag.String("plot", "docs/benchmarks.png", "PNG plot to write; empty: none")
+	latencyPlot := flag.String("latency-plot", "docs/benchmarks-latency.png", "PNG plot of P3's latency over time; empty: none (with -apache: docs/benchmarks-latency-apache.png)")
+	update := flag.Bool("update", false, "with -only: put the run's rows into the published table of -doc (the Apache Kafka section with -apache), keeping every other row, and write the latency plot when P3 ran")
 	only := flag.String("only", "", "comma-separated figures to run (P1,...,P6; P7 comes with P1 and P2); empty: all")
 	short := flag.Bool("short", false, "small event counts and processes, table on stdout only: proves the tool runs (make bench-short), figures not comparable")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (the bench process, not P5's child) here")
@@ -54,6 +56,13 @@ func run() int {
 			return 2
 		}
 		*plot = ""
+		if *latencyPlot == "docs/benchmarks-latency.png" {
+			*latencyPlot = "docs/benchmarks-latency-apache.png"
+		}
+	}
+	if *update && *only == "" {
+		fmt.Fprintln(os.Stderr, "-update needs -only: a full run rewrites the document anyway")
+		return 2
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -78,22 +87,26 @@ func run() int {
 		fmt.Fprintln(os.Stderr, "finding the bench binary for P5:", err)
 		return 1
 	}
-	start := time.Now()
+	start, startLoad := time.Now(), loadAvg()
 	r := &runner{env: env, sizes: fullSizes(*events), self: self}
 	if *short {
 		r.sizes = shortSizes()
 		// A short run proves the tool runs; on a busy machine it may be slow, not broken.
 		env.Patience = 5
 		// Short runs are too small to publish.
-		*doc, *plot = "", ""
+		*doc, *plot, *latencyPlot, *update = "", "", "", false
 	}
 	if *only != "" {
 		r.only = map[string]bool{}
 		for _, id := range strings.Split(*only, ",") {
 			r.only[strings.ToUpper(strings.TrimSpace(id))] = true
 		}
-		// A partial run must not overwrite the published table.
-		*doc, *plot = "", ""
+		// A partial run must not overwrite the published table; with -update it replaces its
+		// own rows only.
+		*plot = ""
+		if !*update {
+			*doc, *latencyPlot = "", ""
+		}
 	}
 	rows := r.all()
 	fmt.Print(bench.Text(rows))
@@ -109,6 +122,21 @@ func run() int {
 			return 1
 		}
 	}
+	if *latencyPlot != "" && len(r.latency) > 0 {
+		panels := make([]bench.LatencyPanel, 0, len(r.latency))
+		for _, l := range r.latency {
+			panels = append(panels, bench.LatencyPanel{Rate: l.rate, System: l.system.Series, Direct: l.direct.Series})
+		}
+		var buf bytes.Buffer
+		if err := bench.PlotLatency(&buf, panels); err != nil {
+			fmt.Fprintln(os.Stderr, "drawing the latency plot:", err)
+			return 1
+		}
+		if err := os.WriteFile(*latencyPlot, buf.Bytes(), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+	}
 	if *doc != "" {
 		old, err := os.ReadFile(*doc)
 		if err != nil && !os.IsNotExist(err) {
@@ -116,7 +144,19 @@ func run() int {
 			return 1
 		}
 		var md string
-		if *apache {
+		if *update {
+			ids := make([]string, 0, len(rows))
+			for _, row := range rows {
+				ids = append(ids, row.ID)
+			}
+			prov := fmt.Sprintf("%s%s (`go run ./cmd/bench -only %s -update%s`): %s, commit %s, took %s, load average at the start %s, machine: %s", provenancePrefix,
+				strings.Join(ids, ", "), *only, map[bool]string{true: " -apache"}[*apache], time.Now().UTC().Format("2006-01-02 15:04 MST"), gitCommit(), time.Since(start).Round(time.Second), startLoad, machine())
+			md, err = updateDocument(string(old), rows, r, *apache, prov)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+		} else if *apache {
 			md, err = withApacheSection(string(old), apacheSection(rows, r, time.Since(start)))
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
@@ -152,11 +192,8 @@ func machine() string {
 		}
 	}
 	load := ""
-	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
-		f := strings.Fields(string(b))
-		if len(f) >= 3 {
-			load = fmt.Sprintf(", load average at the end %s %s %s", f[0], f[1], f[2])
-		}
+	if l := loadAvg(); l != "" {
+		load = ", load average at the end " + l
 	}
 	return fmt.Sprintf("nproc %d (%s), %s %s/%s%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH, load)
 }
@@ -167,4 +204,18 @@ func gitCommit() string {
 		return "unknown"
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages, empty where /proc has none: every latency
+// figure on a shared machine is reported with the load it was taken under.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }

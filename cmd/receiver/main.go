@@ -56,7 +56,7 @@ func main() {
 	flag.DurationVar(&o.policyRecheck, "eventpolicy-api-recheck", receiver.DefaultPolicyAPIRecheck,
 		"while the EventPolicy API is not installed, how often to ask whether it has been")
 	flag.DurationVar(&o.batchTimeout, "batch-timeout", receiver.DefaultBatchTimeout,
-		"how long a record waits for others to share its produce request")
+		"how long the first record for an idle partition waits for others before its produce request is sent (linger; 0: at once). Records that arrive while a partition's request is in flight always go together in its next one")
 	flag.IntVar(&o.batchSize, "batch-size", receiver.DefaultBatchSize, "most records in one produce request per partition")
 	flag.DurationVar(&o.produceTimeout, "produce-timeout", receiver.DefaultProduceTimeout,
 		"how long to wait for Kafka's acknowledgement before answering 503")
