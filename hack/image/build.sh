@@ -15,11 +15,13 @@ set -euo pipefail
 crane=$1 base=$2 version=$3 bindir=$4 out=$5
 shift 5
 root=$(cd "$(dirname "$0")/../.." && pwd)
-work=$(mktemp -d)
+mkdir -p "$out"
+# The scratch space lives beside the output, inside the checkout, not in /tmp: a CI run once
+# lost its /tmp directory to a cleaner running beside it, mid-build.
+work=$(mktemp -d "$out/.work.XXXXXX")
 regpid=
 cleanup() { [ -n "$regpid" ] && kill "$regpid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-mkdir -p "$out"
 
 # Deterministic tars: numeric root ownership, fixed times, sorted names, so the same binaries
 # give the same layer digests.
