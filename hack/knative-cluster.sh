@@ -85,6 +85,32 @@ build_suite() {
   [ -x "$OUT/bin/rekt.test" ] && return 0
   module
   local start; start=$(date +%s)
+  # One build-time patch of the test framework, not of the tests: knative.dev/reconciler-test
+  # waits for a Service with a Job running the image registry.access.redhat.com/ubi8/ubi
+  # (/bin/sh and curl), a constant this cluster cannot pull. A copy of reconciler-test (outside
+  # the clone) reads that image from REKT_READINESS_IMAGE, ubi8 when unset; the readiness image
+  # pushed here holds the host's sh and curl.
+  local rtdir
+  rtdir=$(cd "$OUT/module" && go list -m -f '{{.Dir}}' knative.dev/reconciler-test)
+  rm -rf "$OUT/module/reconciler-test" && cp -r "$rtdir" "$OUT/module/reconciler-test" && chmod -R u+w "$OUT/module/reconciler-test"
+  sed -i 's#^const ubi8Image = "registry.access.redhat.com/ubi8/ubi"$#var ubi8Image = readinessImage()#' "$OUT/module/reconciler-test/pkg/k8s/wait.go"
+  grep -q '^var ubi8Image = readinessImage()$' "$OUT/module/reconciler-test/pkg/k8s/wait.go" ||
+    die "reconciler-test's pkg/k8s/wait.go no longer declares ubi8Image; update the patch"
+  cat >"$OUT/module/reconciler-test/pkg/k8s/readiness_image_kafkachannel.go" <<'GO'
+package k8s
+
+import "os"
+
+// readinessImage is REKT_READINESS_IMAGE, or the image reconciler-test names.
+func readinessImage() string {
+	if v := os.Getenv("REKT_READINESS_IMAGE"); v != "" {
+		return v
+	}
+	return "registry.access.redhat.com/ubi8/ubi"
+}
+GO
+  grep -q '^replace knative.dev/reconciler-test' "$OUT/module/go.mod" ||
+    printf '\nreplace knative.dev/reconciler-test => ./reconciler-test\n' >>"$OUT/module/go.mod"
   log "compiling the rekt suite (knative.dev/eventing/test/rekt, tag e2e)"
   (cd "$OUT/module" && go test -c -tags e2e -trimpath -o "$OUT/bin/rekt.test.tmp" knative.dev/eventing/test/rekt)
   mv "$OUT/bin/rekt.test.tmp" "$OUT/bin/rekt.test"
@@ -123,7 +149,29 @@ push_images() {
       { cat "$work/crane.log" >&2; die "pushing $ref failed"; }
     log "pushed $ref"
   done
+  push_readiness_image "$work"
   rm -rf "$work"
+}
+
+# push_readiness_image pushes the stand-in for ubi8 in reconciler-test's readiness Job: the
+# host's dash as /bin/sh and its curl, with the shared libraries ldd names, at the same paths.
+push_readiness_image() {
+  local work=$1 r=$1/readiness ref f
+  ref=$(image_ref knative-rekt-readiness)
+  mkdir -p "$r/bin" "$r/usr/bin" "$r/etc/ssl/certs" "$r/tmp"
+  chmod 1777 "$r/tmp"
+  cp /etc/ssl/certs/ca-certificates.crt "$r/etc/ssl/certs/"
+  cp "$(readlink -f /bin/sh)" "$r/bin/sh"
+  cp "$(command -v curl)" "$r/usr/bin/curl" || die "no curl on this host (apt-get install curl)"
+  for f in $(ldd "$r/bin/sh" "$r/usr/bin/curl" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// && $2 != "=>" && $1 !~ /:$/ {print $1}' | sort -u); do
+    mkdir -p "$r$(dirname "$f")" && cp -L "$f" "$r$f"
+  done
+  tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "$r" -cf "$work/readiness.tar" .
+  "$CRANE" append --insecure --oci-empty-base -f "$work/readiness.tar" -t "$ref" >"$work/crane.log" 2>&1 &&
+    "$CRANE" mutate --insecure "$ref" --set-platform linux/amd64 --entrypoint /bin/sh --user 65532:65532 \
+      --env PATH=/usr/bin:/bin >>"$work/crane.log" 2>&1 ||
+    { cat "$work/crane.log" >&2; die "pushing $ref failed"; }
+  log "pushed $ref"
 }
 
 # render prints Knative's config/core manifests for a cluster without Knative's optional
@@ -206,7 +254,7 @@ conformance() {
   log "running knative.dev/eventing@$KNATIVE_VERSION test/rekt -run '$run' (KafkaChannel.messaging.knative.dev v1beta1)"
   # The suite's package directory is its working directory, as under go test.
   (cd "$(src_dir)/test/rekt" &&
-    SYSTEM_NAMESPACE=$NS CHANNEL_GROUP_KIND=KafkaChannel.messaging.knative.dev CHANNEL_VERSION=v1beta1 \
+    SYSTEM_NAMESPACE=$NS REKT_READINESS_IMAGE=$(image_ref knative-rekt-readiness) CHANNEL_GROUP_KIND=KafkaChannel.messaging.knative.dev CHANNEL_VERSION=v1beta1 \
       "$OUT/bin/rekt.test" -test.run "$run" -test.v -test.timeout "${CONFORMANCE_TIMEOUT:-40m}" \
       -images.producer.file="$images" -poll.timeout=4m "${REKT_FLAGS[@]}")
 }
