@@ -244,18 +244,34 @@ do_uninstall() {
   log "Knative Eventing removed"
 }
 
+# apply_api applies this checkout's KafkaChannel CRD and the ClusterRoles aggregated into
+# Knative's (the objects labelled duck.knative.dev/*), rendered as make deploy renders them and
+# with kubectl's field manager as make deploy applies them: the suite judges the API of the tree
+# under test, whichever operator build runs the data plane.
+apply_api() {
+  local rendered=$OUT/api.yaml
+  "$KUBECTL" kustomize "$root/config/default" >"$rendered"
+  "$KUBECTL" apply --server-side -l 'duck.knative.dev/addressable=true' -f "$rendered" >/dev/null
+  "$KUBECTL" apply --server-side -l 'duck.knative.dev/channelable=true' -f "$rendered" >/dev/null
+  log "applied this checkout's KafkaChannel CRD and aggregated ClusterRoles"
+}
+
 # conformance runs Knative's rekt channel suite against KafkaChannel v1beta1.
 conformance() {
   local run=${1:-'^TestChannelConformance$'}
   build_suite
+  apply_api
   local images=$OUT/images.yaml
   printf 'knative.dev/reconciler-test/cmd/eventshub: %s\n' "$(image_ref knative-eventshub)" >"$images"
   mkdir -p "$root/bin"
   log "running knative.dev/eventing@$KNATIVE_VERSION test/rekt -run '$run' (KafkaChannel.messaging.knative.dev v1beta1)"
-  # The suite's package directory is its working directory, as under go test.
+  # The suite's package directory is its working directory, as under go test. -test.parallel:
+  # rekt runs the steps of one timing as parallel subtests, and a step that waits (Channel goes
+  # ready) can hold a slot while the step it waits for (update Channel) queues; with go test's
+  # default of GOMAXPROCS slots, 2 on this machine, such a feature only times out.
   (cd "$(src_dir)/test/rekt" &&
     SYSTEM_NAMESPACE=$NS REKT_READINESS_IMAGE=$(image_ref knative-rekt-readiness) CHANNEL_GROUP_KIND=KafkaChannel.messaging.knative.dev CHANNEL_VERSION=v1beta1 \
-      "$OUT/bin/rekt.test" -test.run "$run" -test.v -test.timeout "${CONFORMANCE_TIMEOUT:-40m}" \
+      "$OUT/bin/rekt.test" -test.run "$run" -test.v -test.timeout "${CONFORMANCE_TIMEOUT:-40m}" -test.parallel 64 \
       -images.producer.file="$images" -poll.timeout=4m "${REKT_FLAGS[@]}")
 }
 
