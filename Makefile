@@ -304,4 +304,4 @@ knative-uninstall: ## Remove what make knative-install installed (namespace knat
 .PHONY: test-conformance
 test-conformance: knative-install ## Knative's rekt channel conformance suite (knative.dev/eventing $(KNATIVE_VERSION) test/rekt) against KafkaChannel on the real cluster; needs the operator deployed (make deploy); log in bin/test-conformance.log.
 	@mkdir -p $(LOCALBIN)
-	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh conformance $(CONFORMANCE_RUN) 2>&1 | tee $(LOCALBIN)/test-conformance.log
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh conformance $(CONFORMANCE_TESTS) 2>&1 | tee $(LOCALBIN)/test-conformance.log
