@@ -127,6 +127,10 @@ func (s *subscription) send(ctx context.Context, dst destination, ev *event.Even
 	return last
 }
 
+// KnNamespaceHeader carries the channel's namespace on each delivery, as Knative's own channel
+// dispatchers send it.
+const KnNamespaceHeader = "Kn-Namespace"
+
 func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.Event, pol Policy) (outcome, http.Header) {
 	actx, cancel := context.WithTimeout(ctx, pol.Timeout)
 	defer cancel()
@@ -142,6 +146,9 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", ev.ID(), dst.uri, err), reason: "error"}, nil
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+	// Knative's channel dispatchers name the channel's namespace on every delivery; receivers
+	// (and Knative's conformance suite, at the dead-letter sink) rely on it.
+	req.Header.Set(KnNamespaceHeader, s.d.cfg.ChannelNamespace)
 	if err := s.secureRequest(actx, dst, req); err != nil {
 		return outcome{err: err, reason: "error"}, nil
 	}
