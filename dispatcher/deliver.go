@@ -149,6 +149,11 @@ func (s *subscription) attempt(ctx context.Context, dst destination, ev *event.E
 	// Knative's channel dispatchers name the channel's namespace on every delivery; receivers
 	// (and Knative's conformance suite, at the dead-letter sink) rely on it.
 	req.Header.Set(KnNamespaceHeader, s.d.cfg.ChannelNamespace)
+	if dst.kind == destSubscriber {
+		// A subscriber may answer with an event (the reply), with or without a reply
+		// destination; Knative's dispatchers say so to every subscriber.
+		req.Header.Set("Prefer", "reply")
+	}
 	if err := s.secureRequest(actx, dst, req); err != nil {
 		return outcome{err: err, reason: "error"}, nil
 	}

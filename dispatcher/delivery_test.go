@@ -476,6 +476,34 @@ func TestDeliveryFormat(t *testing.T) {
 // suite requires it at the dead-letter sink (TestChannelDeadLetterSink): receivers use it to
 // tell which namespace an event comes from.
 func TestDeliveriesCarryKnNamespaceHeader(t *testing.T) {
+	seen := deliveryHeaders(t, KnNamespaceHeader)
+	for _, name := range []string{"subscriber", "reply", "failing subscriber", "dead-letter sink"} {
+		for _, got := range seen[name] {
+			if got != testNS {
+				t.Errorf("%s: Kn-Namespace = %q, want the channel's namespace %q", name, got, testNS)
+			}
+		}
+	}
+}
+
+// A subscriber is asked for a reply with "Prefer: reply", whether or not the subscription has a
+// reply destination, as Knative's dispatchers ask (Knative's TestChannelPreferHeaderCheck).
+func TestSubscriberDeliveryPrefersReply(t *testing.T) {
+	seen := deliveryHeaders(t, "Prefer")
+	for _, name := range []string{"subscriber", "failing subscriber"} {
+		for _, got := range seen[name] {
+			if got != "reply" {
+				t.Errorf("%s: Prefer = %q, want reply", name, got)
+			}
+		}
+	}
+}
+
+// deliveryHeaders delivers one event to a replying subscriber (with a reply destination) and to
+// a failing one (with a dead-letter sink), and returns the values of header each destination
+// received, by destination.
+func deliveryHeaders(t *testing.T, header string) map[string][]string {
+	t.Helper()
 	k := kafkatest.Start(t)
 	e := newEnv(t, k, 1)
 	var mu sync.Mutex
@@ -483,7 +511,7 @@ func TestDeliveriesCarryKnNamespaceHeader(t *testing.T) {
 	record := func(name string, h http.HandlerFunc) string {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			mu.Lock()
-			seen[name] = append(seen[name], r.Header.Get("Kn-Namespace"))
+			seen[name] = append(seen[name], r.Header.Get(header))
 			mu.Unlock()
 			h(w, r)
 		}))
@@ -507,11 +535,10 @@ func TestDeliveriesCarryKnNamespaceHeader(t *testing.T) {
 	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{replying, failing}})
 	rd.waitReady(t, replying, failing)
 	e.produce(0, 1)
-	want := []string{"subscriber", "reply", "failing subscriber", "dead-letter sink"}
 	poll.Eventually(t, 20*time.Second, "condition", func() error {
 		mu.Lock()
 		defer mu.Unlock()
-		for _, name := range want {
+		for _, name := range []string{"subscriber", "reply", "failing subscriber", "dead-letter sink"} {
 			if len(seen[name]) == 0 {
 				return fmt.Errorf("%s not called yet", name)
 			}
@@ -520,11 +547,9 @@ func TestDeliveriesCarryKnNamespaceHeader(t *testing.T) {
 	})
 	mu.Lock()
 	defer mu.Unlock()
-	for _, name := range want {
-		for _, got := range seen[name] {
-			if got != testNS {
-				t.Errorf("%s: Kn-Namespace = %q, want the channel's namespace %q", name, got, testNS)
-			}
-		}
+	out := map[string][]string{}
+	for k, v := range seen {
+		out[k] = append([]string(nil), v...)
 	}
+	return out
 }
