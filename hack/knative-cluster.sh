@@ -96,7 +96,11 @@ build_suite() {
   # the clone) reads that image from REKT_READINESS_IMAGE, ubi8 when unset; the readiness image
   # pushed here holds the host's sh and curl.
   local rtdir
-  rtdir=$(cd "$OUT/module" && go list -m -f '{{.Dir}}' knative.dev/reconciler-test)
+  # The module cache copy of the version Knative requires (go list -m would name the copy once
+  # the replace below is in go.mod).
+  rtdir=$(cd "$OUT/module" && go mod download -json "knative.dev/reconciler-test@$(go list -m -f '{{.Version}}' knative.dev/reconciler-test)" |
+    sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  [ -d "$rtdir" ] || die "knative.dev/reconciler-test is not in the module cache"
   rm -rf "$OUT/module/reconciler-test" && cp -r "$rtdir" "$OUT/module/reconciler-test" && chmod -R u+w "$OUT/module/reconciler-test"
   sed -i 's#^const ubi8Image = "registry.access.redhat.com/ubi8/ubi"$#var ubi8Image = readinessImage()#' "$OUT/module/reconciler-test/pkg/k8s/wait.go"
   grep -q '^var ubi8Image = readinessImage()$' "$OUT/module/reconciler-test/pkg/k8s/wait.go" ||
@@ -242,7 +246,11 @@ do_install() {
 do_uninstall() {
   local manifests=$OUT/core.yaml
   render >"$manifests"
-  # Knative's webhook configurations go first: with the webhook gone they would refuse writes.
+  # Knative's Subscriptions and Channels carry finalizers that only its controller removes:
+  # they go while it still runs, or their CRDs would never finish deleting.
+  "$KUBECTL" delete --ignore-not-found --all-namespaces --all --timeout=120s \
+    subscriptions.messaging.knative.dev,channels.messaging.knative.dev >/dev/null 2>&1 || true
+  # Knative's webhook configurations go next: with the webhook gone they would refuse writes.
   "$KUBECTL" delete --ignore-not-found mutatingwebhookconfiguration sinkbindings.webhook.sources.knative.dev webhook.eventing.knative.dev >/dev/null
   "$KUBECTL" delete --ignore-not-found validatingwebhookconfiguration config.webhook.eventing.knative.dev validation.webhook.eventing.knative.dev >/dev/null
   "$KUBECTL" delete --ignore-not-found --wait=true -f "$manifests" >/dev/null
