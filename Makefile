@@ -393,3 +393,18 @@ define go-install-tool
 @[ -f "$(1)" ] || { set -e; mkdir -p $(dir $(1)); \
   d=$$(mktemp -d); GOBIN=$$d go install $(2)@$(3); mv "$$d"/* "$(1)"; rm -rf "$$d"; }
 endef
+
+##@ Knative on the real cluster (make cluster; CLUSTER_ENV names its env file)
+
+.PHONY: knative-install
+knative-install: ## Build Knative Eventing $(KNATIVE_VERSION)'s controller and webhook from the module proxy into images in the cluster's registry and install its config/core there (docs/knative-compatibility.md).
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh install
+
+.PHONY: knative-uninstall
+knative-uninstall: ## Remove what make knative-install installed (namespace knative-eventing, Knative's CRDs, roles and webhooks).
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh uninstall
+
+.PHONY: test-conformance
+test-conformance: knative-install ## Knative's rekt channel conformance suite (knative.dev/eventing $(KNATIVE_VERSION) test/rekt) against KafkaChannel on the real cluster; needs the operator deployed (make deploy); log in bin/test-conformance.log.
+	@mkdir -p $(LOCALBIN)
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh conformance $(CONFORMANCE_TESTS) 2>&1 | tee $(LOCALBIN)/test-conformance.log

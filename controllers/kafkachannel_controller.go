@@ -34,6 +34,11 @@ import (
 // namespace are gone (or TopicDeleteTimeout has passed).
 const Finalizer = "kafkachannels.messaging.knative.dev/finalizer"
 
+// SubscribableDuckAnnotation names the version of Knative's Subscribable duck type a channel
+// implements; the channel specification says every channel SHOULD carry it, and the controller
+// sets it to v1, the only version KafkaChannel implements.
+const SubscribableDuckAnnotation = "messaging.knative.dev/subscribable"
+
 // FieldManager is the manager's name in managedFields and Events.
 const FieldManager = "kafkachannel-manager"
 
@@ -94,11 +99,15 @@ func (r *KafkaChannelReconciler) Reconcile(ctx context.Context, req ctrl.Request
 	if !ch.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, ch)
 	}
-	if !controllerutil.ContainsFinalizer(ch, Finalizer) {
+	if !controllerutil.ContainsFinalizer(ch, Finalizer) || ch.Annotations[SubscribableDuckAnnotation] != "v1" {
 		orig := ch.DeepCopy()
 		controllerutil.AddFinalizer(ch, Finalizer)
+		if ch.Annotations == nil {
+			ch.Annotations = map[string]string{}
+		}
+		ch.Annotations[SubscribableDuckAnnotation] = "v1"
 		if err := r.Patch(ctx, ch, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding the finalizer: %w", err)
+			return ctrl.Result{}, fmt.Errorf("adding the finalizer and the subscribable annotation: %w", err)
 		}
 	}
 

@@ -523,3 +523,39 @@ func TestDeadLetterSink(t *testing.T) {
 	f.createChannel("nope", nil)
 	f.waitCondition("missing", v1beta1.ConditionDeadLetterSinkReady, metav1.ConditionTrue, "DeadLetterSinkResolved")
 }
+
+// The Knative channel specification says each channel SHOULD carry the annotation
+// messaging.knative.dev/subscribable: v1, the version of the Subscribable duck type it
+// implements; Knative's conformance suite checks it on a channel written without it. A value
+// other than v1 is corrected, since v1 is the only version this channel implements.
+func TestChannelCarriesSubscribableDuckAnnotation(t *testing.T) {
+	k := kafkatest.Start(t)
+	f := startFixture(t, fixtureOpts{secret: map[string]string{"brokers": k.BootstrapServers()}})
+	for _, tc := range []struct {
+		name        string
+		annotations map[string]string
+	}{
+		{name: "without", annotations: nil},
+		{name: "with-v1beta1", annotations: map[string]string{SubscribableDuckAnnotation: "v1beta1"}},
+		{name: "with-others", annotations: map[string]string{"team": "orders"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.createChannel(tc.name, func(ch *v1beta1.KafkaChannel) { ch.Annotations = tc.annotations })
+			ch := &v1beta1.KafkaChannel{}
+			eventually(t, 30*time.Second, "the subscribable annotation", func() string {
+				if err := k8s.Get(f.ctx, client.ObjectKey{Namespace: f.chNS, Name: tc.name}, ch); err != nil {
+					return err.Error()
+				}
+				if v := ch.Annotations[SubscribableDuckAnnotation]; v != "v1" {
+					return fmt.Sprintf("annotation %s = %q, want v1", SubscribableDuckAnnotation, v)
+				}
+				return ""
+			})
+			for k, v := range tc.annotations {
+				if k != SubscribableDuckAnnotation && ch.Annotations[k] != v {
+					t.Errorf("annotation %s = %q, want the user's %q kept", k, ch.Annotations[k], v)
+				}
+			}
+		})
+	}
+}

@@ -137,6 +137,10 @@ func (s *subscription) send(ctx context.Context, dst destination, out outgoing, 
 	return last
 }
 
+// KnNamespaceHeader carries the channel's namespace on each delivery, as Knative's own channel
+// dispatchers send it.
+const KnNamespaceHeader = "Kn-Namespace"
+
 func (s *subscription) attempt(ctx context.Context, dst destination, out outgoing, pol Policy) (outcome, http.Header) {
 	actx, cancel := context.WithTimeout(ctx, pol.Timeout)
 	defer cancel()
@@ -152,6 +156,14 @@ func (s *subscription) attempt(ctx context.Context, dst destination, out outgoin
 		return outcome{err: fmt.Errorf("encoding event %s for %s: %w", out.id, dst.uri, err), reason: "error"}, nil
 	}
 	otel.GetTextMapPropagator().Inject(ctx, propagation.HeaderCarrier(req.Header))
+	// Knative's channel dispatchers name the channel's namespace on every delivery; receivers
+	// (and Knative's conformance suite, at the dead-letter sink) rely on it.
+	req.Header.Set(KnNamespaceHeader, s.d.cfg.ChannelNamespace)
+	if dst.kind == destSubscriber {
+		// A subscriber may answer with an event (the reply), with or without a reply
+		// destination; Knative's dispatchers say so to every subscriber.
+		req.Header.Set("Prefer", "reply")
+	}
 	if err := s.secureRequest(actx, dst, req); err != nil {
 		return outcome{err: err, reason: "error"}, nil
 	}

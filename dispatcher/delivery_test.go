@@ -470,3 +470,86 @@ func TestDeliveryFormat(t *testing.T) {
 		t.Errorf("structured event lost data: %s", got)
 	}
 }
+
+// Knative's channel dispatchers name the channel's namespace in a Kn-Namespace header on every
+// delivery (to the subscriber, its reply and its dead-letter sink), and Knative's conformance
+// suite requires it at the dead-letter sink (TestChannelDeadLetterSink): receivers use it to
+// tell which namespace an event comes from.
+func TestDeliveriesCarryKnNamespaceHeader(t *testing.T) {
+	seen := deliveryHeaders(t, KnNamespaceHeader)
+	for _, name := range []string{"subscriber", "reply", "failing subscriber", "dead-letter sink"} {
+		for _, got := range seen[name] {
+			if got != testNS {
+				t.Errorf("%s: Kn-Namespace = %q, want the channel's namespace %q", name, got, testNS)
+			}
+		}
+	}
+}
+
+// A subscriber is asked for a reply with "Prefer: reply", whether or not the subscription has a
+// reply destination, as Knative's dispatchers ask (Knative's TestChannelPreferHeaderCheck).
+func TestSubscriberDeliveryPrefersReply(t *testing.T) {
+	seen := deliveryHeaders(t, "Prefer")
+	for _, name := range []string{"subscriber", "failing subscriber"} {
+		for _, got := range seen[name] {
+			if got != "reply" {
+				t.Errorf("%s: Prefer = %q, want reply", name, got)
+			}
+		}
+	}
+}
+
+// deliveryHeaders delivers one event to a replying subscriber (with a reply destination) and to
+// a failing one (with a dead-letter sink), and returns the values of header each destination
+// received, by destination.
+func deliveryHeaders(t *testing.T, header string) map[string][]string {
+	t.Helper()
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 1)
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	record := func(name string, h http.HandlerFunc) string {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			seen[name] = append(seen[name], r.Header.Get(header))
+			mu.Unlock()
+			h(w, r)
+		}))
+		t.Cleanup(srv.Close)
+		return srv.URL
+	}
+	accept := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusAccepted) }
+	replier := newSink(t, writeReply)
+	subscriberURL := record("subscriber", replier.serve)
+	replyURL := record("reply", accept)
+	failingURL := record("failing subscriber", func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusInternalServerError)
+	})
+	dlsURL := record("dead-letter sink", accept)
+
+	rd := e.start(nil)
+	replying := sub("replying", 1, subscriberURL)
+	replying.ReplyURI = &replyURL
+	failing := sub("failing", 1, failingURL)
+	failing.Delivery = &v1beta1.DeliverySpec{Retry: ptr(int32(0)), DeadLetterSink: &v1beta1.Destination{URI: &dlsURL}}
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{replying, failing}})
+	rd.waitReady(t, replying, failing)
+	e.produce(0, 1)
+	poll.Eventually(t, 20*time.Second, "condition", func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, name := range []string{"subscriber", "reply", "failing subscriber", "dead-letter sink"} {
+			if len(seen[name]) == 0 {
+				return fmt.Errorf("%s not called yet", name)
+			}
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	out := map[string][]string{}
+	for k, v := range seen {
+		out[k] = append([]string(nil), v...)
+	}
+	return out
+}

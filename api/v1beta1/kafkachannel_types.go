@@ -169,7 +169,12 @@ type KafkaChannel struct {
 	metav1.TypeMeta   `json:",inline"`
 	metav1.ObjectMeta `json:"metadata,omitempty"`
 
+	// spec defaults to {} so that its fields' defaults apply to a channel written with no spec or
+	// an empty "spec:" (null in YAML), as Knative's conformance suite writes one: the apiserver
+	// defaults fields only inside objects that exist.
+
 	// +optional
+	// +kubebuilder:default={}
 	Spec KafkaChannelSpec `json:"spec,omitempty"`
 	// +optional
 	Status KafkaChannelStatus `json:"status,omitempty"`

@@ -242,7 +242,9 @@ func TestServiceAccountsHaveLeastPrivilege(t *testing.T) {
 
 // The Knative channel specification asks for two aggregated ClusterRoles. Aggregation itself is
 // done by kube-controller-manager, which envtest does not run; the labels and rules are what
-// we control.
+// we control. The verbs are the specification's ("create, get, list, watch, patch, update and
+// delete the CRD's custom objects and their status"): Knative's rekt control-plane conformance
+// checks each of them, delete included, through an access review for a bound service account.
 func TestKnativeAggregatedClusterRoles(t *testing.T) {
 	envtestbin.Skip(t, noEnv)
 	installed(t)
@@ -250,7 +252,7 @@ func TestKnativeAggregatedClusterRoles(t *testing.T) {
 		role, label string
 		verbs       []string
 	}{
-		{"kafkachannel-channelable-manipulator", "duck.knative.dev/channelable", []string{"create", "get", "list", "watch", "update", "patch"}},
+		{"kafkachannel-channelable-manipulator", "duck.knative.dev/channelable", []string{"create", "get", "list", "watch", "update", "patch", "delete"}},
 		{"kafkachannel-addressable-resolver", "duck.knative.dev/addressable", []string{"get", "list", "watch"}},
 	} {
 		out, err := kubectl(t, nil, "get", "clusterrole", tc.role, "-o", "jsonpath={.metadata.labels}{\"\\n\"}{.rules}")
