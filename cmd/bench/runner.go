@@ -68,7 +68,9 @@ type runner struct {
 
 	points []bench.Point
 	p1     float64
-	p2     float64
+	// consume is P1's raw consume baseline, which the Apache Kafka anchor sits next to.
+	consume float64
+	p2      float64
 	// p4 is the receiver's measured capacity (P4), capacity the one P3 used.
 	p4, capacity float64
 	latency      []latencyRun
@@ -105,7 +107,7 @@ func (r *runner) all() []bench.Row {
 // p1Row is P1 and the instant-sink half of P7, on one topic filled once.
 func (r *runner) p1Row() []bench.Row {
 	const what = "dispatcher throughput, unordered, instant sink, 8 partitions, 1 dispatcher"
-	target := ">= 0.8 x slower baseline"
+	target := ">= 0.9 x H(consume, POST)"
 	ch, err := r.env.NewChannel("p1", partitions)
 	if err == nil {
 		err = r.env.Fill(ch, "p1", r.events)
@@ -133,13 +135,15 @@ func (r *runner) p1Row() []bench.Row {
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P1", what, target, err)}
 	}
-	r.p1 = d
-	slower := min(consume, post)
-	ratio := d / slower
+	r.p1, r.consume = d, consume
+	// The dispatcher consumes and POSTs on the same cores: its limit is the harmonic
+	// combination of the two baselines, not the slower one.
+	limit := bench.Harmonic(consume, post)
+	ratio := d / limit
 	rows := []bench.Row{{
 		ID: "P1", What: what, Value: bench.Rate(d),
-		Baseline: fmt.Sprintf("consume %s, POST %s", bench.Rate(consume), bench.Rate(post)),
-		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+		Baseline: fmt.Sprintf("consume %s, POST %s; H %s", bench.Rate(consume), bench.Rate(post), bench.Rate(limit)),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of the slower)", ratio, d/min(consume, post)), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}}
 	progress("P7: naive loop, instant sink")
 	n := r.events / 4
@@ -198,7 +202,7 @@ func bound(parts int) float64 { return float64(parts) / sinkLatency.Seconds() }
 // p2Row is P2, the 5 ms half of P7 and the plot's points.
 func (r *runner) p2Row() []bench.Row {
 	const what = "dispatcher throughput, ordered, sink answering after 5 ms, 8 partitions"
-	target := ">= 0.9 x bound"
+	target := ">= 0.95 x serial POST loops"
 	// About 2.5 s of delivery at the bound: long enough to average over, short for the budget.
 	n := int(bound(partitions) * r.seconds)
 	for _, p := range r.plotPartitions {
@@ -236,11 +240,13 @@ func (r *runner) p2Row() []bench.Row {
 	}
 	r.p2 = v
 	r.points = append(r.points, bench.Point{Partitions: partitions, Rate: v, Bound: bound(partitions)})
-	ratio := v / bound(partitions)
+	// One delivery in flight per partition is what serial POST loops do with no Kafka at all:
+	// they are the practical limit; partitions / latency ignores the HTTP round trip.
+	ratio := v / serial
 	rows := []bench.Row{{
 		ID: "P2", What: what, Value: bench.Rate(v),
-		Baseline: fmt.Sprintf("bound partitions/latency %s; 8 serial POST loops %s", bench.Rate(bound(partitions)), bench.Rate(serial)),
-		Ratio:    fmt.Sprintf("%.2f (%.2f of serial)", ratio, v/serial), Target: target, Pass: bench.Verdict(ratio >= 0.9),
+		Baseline: fmt.Sprintf("8 serial POST loops %s; bound partitions/latency %s", bench.Rate(serial), bench.Rate(bound(partitions))),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of bound)", ratio, v/bound(partitions)), Target: target, Pass: bench.Verdict(ratio >= 0.95),
 	}}
 	progress("P2: dispatcher, ordered, 32 partitions, %s sink", sinkLatency)
 	const what32 = "dispatcher throughput, ordered, sink answering after 5 ms, 32 partitions"
@@ -250,8 +256,8 @@ func (r *runner) p2Row() []bench.Row {
 		r.points = append(r.points, bench.Point{Partitions: 32, Rate: v32, Bound: bound(32)})
 		rows = append(rows, bench.Row{
 			ID: "P2 32p", What: what32, Value: bench.Rate(v32),
-			Baseline: fmt.Sprintf("bound partitions/latency %s; 32 serial POST loops %s", bench.Rate(bound(32)), bench.Rate(serial32)),
-			Ratio:    fmt.Sprintf("%.2f (%.2f of serial)", v32/bound(32), v32/serial32), Target: target, Pass: bench.Verdict(v32/bound(32) >= 0.9),
+			Baseline: fmt.Sprintf("32 serial POST loops %s; bound partitions/latency %s", bench.Rate(serial32), bench.Rate(bound(32))),
+			Ratio:    fmt.Sprintf("%.2f (%.2f of bound)", v32/serial32, v32/bound(32)), Target: target, Pass: bench.Verdict(v32/serial32 >= 0.95),
 		})
 	}
 	progress("P7: naive loop, %s sink", sinkLatency)
@@ -352,13 +358,18 @@ func (r *runner) p3Row(id string, rate int, target string) bench.Row {
 
 func (r *runner) p4Row() bench.Row {
 	what := fmt.Sprintf("receiver ingress throughput, acks=all, %d concurrent HTTP senders", ingressConc)
-	target := ">= 0.8 x"
+	target := ">= 0.9 x H(raw Writer, HTTP 202)"
 	progress("P4 baseline: raw kafka-go Writer, %d goroutines", ingressConc)
 	chw, err := r.env.NewChannel("p4raw", partitions)
 	if err != nil {
 		return bench.ErrorRow("P4", what, target, err)
 	}
 	raw, err := r.env.WriterRate(chw, r.events, ingressConc)
+	if err != nil {
+		return bench.ErrorRow("P4", what, target, err)
+	}
+	progress("P4 baseline: bare HTTP server answering 202, %d senders", ingressConc)
+	httpOnly, err := r.env.HTTPOnlyRate(r.events, ingressConc, bench.Payload(250))
 	if err != nil {
 		return bench.ErrorRow("P4", what, target, err)
 	}
@@ -372,18 +383,20 @@ func (r *runner) p4Row() bench.Row {
 		return bench.ErrorRow("P4", what, target, err)
 	}
 	r.p4 = v
-	ratio := v / raw
+	// The receiver serves HTTP and produces to Kafka on the same cores.
+	limit := bench.Harmonic(raw, httpOnly)
+	ratio := v / limit
 	return bench.Row{
 		ID: "P4", What: what, Value: bench.Rate(v),
-		Baseline: fmt.Sprintf("raw Writer %s", bench.Rate(raw)),
-		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+		Baseline: fmt.Sprintf("raw Writer %s, HTTP 202 %s; H %s", bench.Rate(raw), bench.Rate(httpOnly), bench.Rate(limit)),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of raw Writer)", ratio, v/raw), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}
 }
 
 // p4bRow is P4 with 20 KB events, in MB/s of event data.
 func (r *runner) p4bRow() bench.Row {
 	what := fmt.Sprintf("receiver ingress, 20 KB events, acks=all, %d concurrent HTTP senders", ingressConc)
-	target := ">= 0.8 x raw Writer (MB/s)"
+	target := ">= 0.9 x H(raw Writer, HTTP 202) (MB/s)"
 	data := bench.Payload(largeSize)
 	mb := func(perSec float64) float64 { return perSec * float64(len(data)) / 1e6 }
 	progress("P4b baseline: raw kafka-go Writer, %d goroutines, 20 KB records", ingressConc)
@@ -392,6 +405,11 @@ func (r *runner) p4bRow() bench.Row {
 		return bench.ErrorRow("P4b", what, target, err)
 	}
 	raw, err := r.env.WriterRateData(chw, r.largeEvents, ingressConc, data)
+	if err != nil {
+		return bench.ErrorRow("P4b", what, target, err)
+	}
+	progress("P4b baseline: bare HTTP server answering 202, %d senders, 20 KB events", ingressConc)
+	httpOnly, err := r.env.HTTPOnlyRate(r.largeEvents, ingressConc, data)
 	if err != nil {
 		return bench.ErrorRow("P4b", what, target, err)
 	}
@@ -404,18 +422,19 @@ func (r *runner) p4bRow() bench.Row {
 	if err != nil {
 		return bench.ErrorRow("P4b", what, target, err)
 	}
-	ratio := v / raw
+	limit := bench.Harmonic(raw, httpOnly)
+	ratio := v / limit
 	return bench.Row{
 		ID: "P4b", What: what, Value: fmt.Sprintf("%.1f MB/s (%s)", mb(v), bench.Rate(v)),
-		Baseline: fmt.Sprintf("raw Writer %.1f MB/s (%s)", mb(raw), bench.Rate(raw)),
-		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+		Baseline: fmt.Sprintf("raw Writer %.1f MB/s, HTTP 202 %.1f MB/s; H %.1f MB/s", mb(raw), mb(httpOnly), mb(limit)),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of raw Writer)", ratio, v/raw), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}
 }
 
 // p8Row is P8: one dispatcher delivering one channel to 50 subscribers, against P1.
 func (r *runner) p8Row() bench.Row {
 	what := fmt.Sprintf("dispatcher fan-out, 1 channel, %d subscribers, instant sink, %d partitions, total deliveries", fanSubs, partitions)
-	target := ">= 0.7 x P1"
+	target := ">= 0.8 x P1"
 	progress("P8: dispatcher, %d subscribers x %d records", fanSubs, r.fanEvents)
 	ch, err := r.env.NewChannel("p8", partitions)
 	if err != nil {
@@ -431,7 +450,7 @@ func (r *runner) p8Row() bench.Row {
 	ratio := v / r.p1
 	return bench.Row{
 		ID: "P8", What: what, Value: bench.Rate(v), Baseline: "P1 " + bench.Rate(r.p1),
-		Ratio: fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.7),
+		Ratio: fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
 	}
 }
 
