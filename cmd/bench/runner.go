@@ -460,11 +460,15 @@ func (r *runner) s2Rows() []bench.Row {
 	progress("S2: %d idle dispatcher processes, requests counted for %s", r.idleChannels, r.idleWindow)
 	res, err := r.env.IdleCost(r.self, r.idleChannels, idleParts, r.idleWindow)
 	if err != nil {
-		return []bench.Row{bench.ErrorRow("S2", what, "<= 25 MB; <= 1 fetch/s per partition", err)}
+		return []bench.Row{bench.ErrorRow("S2", what, "anonymous <= 10 MB per process; <= 1 fetch/s per partition", err)}
 	}
+	// What a further channel costs is its process's anonymous memory; the file-backed rest of
+	// the RSS is the binary, one copy in the page cache for every process mapping it.
 	rows := []bench.Row{
-		{ID: "S2 RSS", What: what + ", RSS", Value: fmt.Sprintf("%.1f MB (max %.1f)", res.RSSMB, res.MaxRSSMB),
-			Baseline: fmt.Sprintf("(absolute; anonymous %.1f MB, file-backed %.1f MB)", res.AnonMB, res.FileMB), Ratio: "-", Target: "<= 25 MB", Pass: bench.Verdict(res.MaxRSSMB <= 25)},
+		{ID: "S2 anon", What: what + ", anonymous memory per process (smaps_rollup)", Value: fmt.Sprintf("%.1f MB (max %.1f)", res.AnonMB, res.MaxAnonMB),
+			Baseline: fmt.Sprintf("(absolute; RSS %.1f MB, max %.1f, of it file-backed %.1f MB)", res.RSSMB, res.MaxRSSMB, res.FileMB), Ratio: "-", Target: "<= 10 MB", Pass: bench.Verdict(res.MaxAnonMB <= 10)},
+		{ID: "S2 PSS", What: fmt.Sprintf("%s, PSS of all %d processes", what, r.idleChannels), Value: fmt.Sprintf("%.1f MB (%.1f MB per process)", res.TotalPSSMB, res.PSSMB),
+			Baseline: fmt.Sprintf("(absolute; %d x RSS would be %.1f MB)", r.idleChannels, res.RSSMB*float64(r.idleChannels)), Ratio: "-", Target: "(reported)", Pass: "-"},
 		{ID: "S2 proc", What: what + ", goroutines and Kafka connections", Value: fmt.Sprintf("%.0f goroutines, %.0f Kafka connections (max %.0f, %.0f)", res.Goroutines, res.KafkaConns, res.MaxGorout, res.MaxConns),
 			Baseline: "(absolute)", Ratio: "-", Target: "(reported)", Pass: "-"},
 	}
