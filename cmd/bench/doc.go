@@ -361,7 +361,10 @@ const analysis = `
 - **P5**: the bench binary re-executes itself as a separate process running ` + "`dispatcher.New`" + `
   with 100 subscribers (100 consumer groups x 4 partitions) against the Kafka of the parent; VmRSS
   from /proc/PID/status once all are Ready and 3 s idle, then the peak while 200 events go to
-  each subscriber (20k deliveries).
+  each subscriber (20k deliveries). Rows P5 1k (` + "`-only P5K`" + `): the same process with 1,000
+  subscribers (4,000 partition readers), idle: the time from its start until every subscriber
+  is Ready (target 60 s; it waits up to 180 s, so a slow start shows as a MISS with its time)
+  and VmRSS after 3 s idle (target 400 MB). ` + "`make bench-short`" + ` runs it with 50.
 - **P6**: with one Ready subscriber, the time from ` + "`Update`" + ` adding a second until that one is
   Ready; then the time from a second dispatcher replica starting until the group is Stable with
   both members owning partitions. Both are the dispatcher's share, measured on the library;

@@ -34,6 +34,8 @@ type sizes struct {
 	latencySeconds, latencyWarm float64
 	rssSubs                     int
 	rssEvents                   int
+	// manySubs is P5 1k's subscribers, all in one dispatcher process, idle.
+	manySubs int
 	// largeEvents is P4b's count of 20 KB events.
 	largeEvents int
 	// fanEvents is P8's records, each delivered to every one of fanSubs subscribers.
@@ -48,13 +50,13 @@ type sizes struct {
 }
 
 func fullSizes(events int) sizes {
-	return sizes{events: events, seconds: 2.5, latencySeconds: 5, latencyWarm: 1, rssSubs: 100, rssEvents: 200,
+	return sizes{events: events, seconds: 2.5, latencySeconds: 5, latencyWarm: 1, rssSubs: 100, rssEvents: 200, manySubs: 1000,
 		largeEvents: events / 4, fanEvents: events / fanSubs, idleChannels: 8, idleWindow: 10 * time.Second,
 		settle: 3 * time.Second, plotPartitions: []int{1, 2, 4}}
 }
 
 func shortSizes() sizes {
-	return sizes{events: 2000, seconds: 0.3, latencySeconds: 0.3, latencyWarm: 0.1, rssSubs: 10, rssEvents: 20,
+	return sizes{events: 2000, seconds: 0.3, latencySeconds: 0.3, latencyWarm: 0.1, rssSubs: 10, rssEvents: 20, manySubs: 50,
 		largeEvents: 300, fanEvents: 20, idleChannels: 2, idleWindow: time.Second, settle: time.Second}
 }
 
@@ -68,9 +70,14 @@ type runner struct {
 
 	points []bench.Point
 	p1     float64
-	// consume is P1's raw consume baseline, which the Apache Kafka anchor sits next to.
-	consume float64
-	p2      float64
+	// consume is P1's raw consume baseline, rawWriter P4's raw Writer baseline: the Apache
+	// Kafka anchors sit next to them.
+	consume, rawWriter float64
+	p2                 float64
+	// anchors runs Kafka's own perf tools (only on Apache Kafka); nil: no anchor rows.
+	anchors *bench.Anchors
+	// p1Topic holds P1's records, which the consumer anchor reads again.
+	p1Topic string
 	// p4 is the receiver's measured capacity (P4), capacity the one P3 used.
 	p4, capacity float64
 	latency      []latencyRun
@@ -87,12 +94,13 @@ func (r *runner) all() []bench.Row {
 		id  string
 		run func() []bench.Row
 	}{
-		{"P1", r.p1Row}, {"P2", r.p2Row}, {"P2K", r.p2kRow},
+		{"P1", func() []bench.Row { return append(r.p1Row(), r.consumerAnchor()...) }},
+		{"P2", r.p2Row}, {"P2K", r.p2kRow},
 		// P4 first: P3 runs at half the receiver capacity P4 measures.
-		{"P4", func() []bench.Row { return []bench.Row{r.p4Row()} }},
+		{"P4", func() []bench.Row { return append([]bench.Row{r.p4Row()}, r.producerAnchor()...) }},
 		{"P4B", func() []bench.Row { return []bench.Row{r.p4bRow()} }},
 		{"P3", r.p3Rows},
-		{"P5", r.p5Rows}, {"P6", r.p6Rows},
+		{"P5", r.p5Rows}, {"P5K", r.p5kRows}, {"P6", r.p6Rows},
 		{"P8", func() []bench.Row { return []bench.Row{r.p8Row()} }},
 		{"S2", r.s2Rows},
 	} {
@@ -135,7 +143,7 @@ func (r *runner) p1Row() []bench.Row {
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P1", what, target, err)}
 	}
-	r.p1, r.consume = d, consume
+	r.p1, r.consume, r.p1Topic = d, consume, ch.Topic
 	// The dispatcher consumes and POSTs on the same cores: its limit is the harmonic
 	// combination of the two baselines, not the slower one.
 	limit := bench.Harmonic(consume, post)
@@ -382,7 +390,7 @@ func (r *runner) p4Row() bench.Row {
 	if err != nil {
 		return bench.ErrorRow("P4", what, target, err)
 	}
-	r.p4 = v
+	r.p4, r.rawWriter = v, raw
 	// The receiver serves HTTP and produces to Kafka on the same cores.
 	limit := bench.Harmonic(raw, httpOnly)
 	ratio := v / limit
@@ -533,4 +541,78 @@ func (r *runner) p6Rows() []bench.Row {
 		{ID: "P6b", What: "replica added -> partitions rebalanced over 2 members", Value: t.Rebalanced.Round(time.Millisecond).String(),
 			Baseline: "(absolute)", Ratio: "-", Target: "<= 10 s", Pass: bench.Verdict(t.Rebalanced <= 10*time.Second)},
 	}
+}
+
+// P5 1k's targets: every subscriber Ready within manyReady, and the idle process within manyMB.
+const (
+	manyReady = 60 * time.Second
+	manyMB    = 400
+)
+
+// p5kRows is P5 1k: manySubs subscribers (one consumer group each) on one channel in one
+// dispatcher process, idle; it waits up to three times the target for Ready, so a slow start
+// is a MISS with its time, not an error.
+func (r *runner) p5kRows() []bench.Row {
+	what := fmt.Sprintf("dispatcher process, %d subscribers x %d partitions", r.manySubs, rssParts)
+	progress("P5 1k: dispatcher process with %d subscribers", r.manySubs)
+	res, err := r.env.DispatcherIdleRSS(r.self, r.manySubs, rssParts, 3*manyReady)
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("P5 1k", what, fmt.Sprintf("all Ready <= %s; RSS <= %d MB idle", manyReady, manyMB), err)}
+	}
+	ready, idle := res.ReadyAfter.Round(100*time.Millisecond).String(), "RSS idle (all Ready)"
+	if res.NotReady {
+		ready, idle = "not all Ready after "+ready, "RSS when the wait for Ready ended"
+	}
+	return []bench.Row{
+		{ID: "P5 1k ready", What: what + ", start -> all Ready", Value: ready,
+			Baseline: "(absolute; load average " + loadAvg() + ")", Ratio: "-", Target: "<= " + manyReady.String(), Pass: bench.Verdict(!res.NotReady && res.ReadyAfter <= manyReady)},
+		{ID: "P5 1k idle", What: what + ", " + idle, Value: fmt.Sprintf("%.0f MB", res.IdleMB),
+			Baseline: "(absolute)", Ratio: "-", Target: fmt.Sprintf("<= %d MB", manyMB), Pass: bench.Verdict(!res.NotReady && res.IdleMB <= manyMB)},
+	}
+}
+
+// anchorSize is the value size of P4's events (bench.Payload(250)), which the producer anchor
+// writes too.
+const anchorSize = 250
+
+// consumerAnchor is kafka-consumer-perf-test reading P1's records from the same broker, next to
+// P1's consume baseline (a kafka-go group reader).
+func (r *runner) consumerAnchor() []bench.Row {
+	if r.anchors == nil || r.p1Topic == "" {
+		return nil
+	}
+	const what = "anchor: Kafka's kafka-consumer-perf-test, P1's records, fresh group, same broker"
+	progress("anchor: kafka-consumer-perf-test, %d records of %s", r.events, r.p1Topic)
+	res, err := r.anchors.ConsumerPerf(r.p1Topic, "anchor-"+r.p1Topic, r.events, r.env.Within(3*time.Minute))
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("K cons", what, "(reported)", err)}
+	}
+	return []bench.Row{{
+		ID: "K cons", What: what, Value: bench.Rate(res.Rate),
+		Baseline: "P1's consume baseline (kafka-go) " + bench.Rate(r.consume), Ratio: fmt.Sprintf("kafka-go/Kafka %.2f", r.consume/res.Rate),
+		Target: "(reported)", Pass: "-", Detail: "kafka-consumer-perf-test: " + res.Line + "; load average " + loadAvg(),
+	}}
+}
+
+// producerAnchor is kafka-producer-perf-test (acks=all, P4's value size, as fast as it goes) on
+// a topic like P4's on the same broker, next to P4 and its raw Writer baseline.
+func (r *runner) producerAnchor() []bench.Row {
+	if r.anchors == nil || r.p4 == 0 {
+		return nil
+	}
+	const what = "anchor: Kafka's kafka-producer-perf-test, acks=all, 250-byte records, 8 partitions, same broker"
+	ch, err := r.env.NewChannel("anchorprod", partitions)
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("K prod", what, "(reported)", err)}
+	}
+	progress("anchor: kafka-producer-perf-test, %d records to %s", r.events, ch.Topic)
+	res, err := r.anchors.ProducerPerf(ch.Topic, r.events, anchorSize, r.env.Within(3*time.Minute))
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("K prod", what, "(reported)", err)}
+	}
+	return []bench.Row{{
+		ID: "K prod", What: what, Value: bench.Rate(res.Rate),
+		Baseline: fmt.Sprintf("P4 receiver %s; raw Writer %s", bench.Rate(r.p4), bench.Rate(r.rawWriter)), Ratio: fmt.Sprintf("P4/Kafka %.2f; raw Writer/Kafka %.2f", r.p4/res.Rate, r.rawWriter/res.Rate),
+		Target: "(reported)", Pass: "-", Detail: "kafka-producer-perf-test: " + res.Line + "; load average " + loadAvg(),
+	}}
 }
