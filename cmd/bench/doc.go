@@ -358,6 +358,16 @@ const analysis = `
 - **P4b**: P4 with 20 KB events (5k of them): MB/s of event data through the receiver against
   H of the raw Writer with the same tuning (its BatchBytes is the receiver's body limit) and
   the bare HTTP server, both with the same 20 KB events; target 0.9 x H.
+- **K cons, K prod** (the Apache Kafka table only: anchors, no target): Kafka's own
+  ` + "`kafka-consumer-perf-test`" + ` and ` + "`kafka-producer-perf-test`" + ` (the jars of the broker's version,
+  ` + "`java -cp '<dist>/libs/*'`" + ` with the tool's main class, -Xmx512m), on the same broker in
+  the same run. K cons reads P1's 20k records with a fresh group, right after P1, and its rate
+  is the tool's fetch.nMsg.sec (the group join left out, as the consume baseline counts from
+  its first record); it sits next to P1's kafka-go consume baseline. K prod writes 20k records
+  of 250 bytes (P4's event data) with acks=all as fast as the tool goes to an 8-partition topic,
+  next to P4 and its raw Writer. The JVM starts cold for each, so the anchors include its
+  warm-up; they show how far the system and its Go clients are from what Kafka's Java clients
+  do on this machine, not a bound.
 - **P5**: the bench binary re-executes itself as a separate process running ` + "`dispatcher.New`" + `
   with 100 subscribers (100 consumer groups x 4 partitions) against the Kafka of the parent; VmRSS
   from /proc/PID/status once all are Ready and 3 s idle, then the peak while 200 events go to
