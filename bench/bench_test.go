@@ -42,3 +42,23 @@ func TestMarkdownEscapesPipes(t *testing.T) {
 		t.Errorf("markdown:\n%s", md)
 	}
 }
+
+// Two jobs sharing the same cores take the sum of their per-event times, so the limit of doing
+// both is the harmonic combination of the two rates, below the smaller one.
+func TestHarmonicLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		a, b, want float64
+	}{
+		{"equal rates halve", 100, 100, 50},
+		{"below the smaller rate", 300, 600, 200},
+		{"a very fast job costs almost nothing", 1e9, 1000, 1000},
+		{"an unmeasured rate gives no limit", 0, 1000, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Harmonic(tc.a, tc.b); got < tc.want*(1-1e-5) || got > tc.want*(1+1e-5) {
+				t.Errorf("Harmonic(%g, %g) = %g, want %g", tc.a, tc.b, got, tc.want)
+			}
+		})
+	}
+}

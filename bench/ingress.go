@@ -159,6 +159,29 @@ func (e *Env) ReceiverRateData(ch Channel, n, senders int, data []byte) (float64
 	return parallel(n, senders, func(i int) error { return sendData(client, r.URL, "p4-"+strconv.Itoa(i), data) })
 }
 
+// HTTPOnlyRate is P4's second baseline: the same senders posting the same events to a bare
+// net/http server that reads each body and answers 202, no CloudEvents and no Kafka. It is
+// the HTTP half of the receiver's job, as WriterRate is the Kafka half.
+func (e *Env) HTTPOnlyRate(n, senders int, data []byte) (float64, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("listening for the HTTP baseline: %w", err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 10 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusAccepted)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Close() }()
+	url := "http://" + ln.Addr().String() + "/"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: senders * 2}}
+	defer client.CloseIdleConnections()
+	if err := sendData(client, url, "warmup", data); err != nil {
+		return 0, err
+	}
+	return parallel(n, senders, func(i int) error { return sendData(client, url, "http-"+strconv.Itoa(i), data) })
+}
+
 // WriterRate is P4's baseline: a raw kafka-go Writer with acks=all, a 1 ms batch timeout (kafka-go's
 // own batching; the receiver's Writer has no timeout but batches what arrives while a request is
 // in flight) and the receiver's batch size, `senders` goroutines each writing one record at a

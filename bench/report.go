@@ -80,3 +80,13 @@ func Text(rows []Row) string {
 	}
 	return b.String()
 }
+
+// Harmonic is the limit of doing two jobs, one at rate a and one at rate b, on the same cores:
+// each event costs 1/a + 1/b of them, so the pair runs at 1 / (1/a + 1/b), below the smaller
+// rate. A rate of zero (not measured) gives zero, so no target can pass against it.
+func Harmonic(a, b float64) float64 {
+	if a <= 0 || b <= 0 {
+		return 0
+	}
+	return 1 / (1/a + 1/b)
+}

@@ -105,11 +105,14 @@ type IdleResult struct {
 	Partitions int
 	// RSSMB, Goroutines and KafkaConns are per process: the mean and the largest.
 	RSSMB, MaxRSSMB float64
-	// AnonMB and FileMB split RSSMB (mean): the heap and stacks, and the mapped binary.
-	AnonMB, FileMB float64
+	// AnonMB is the mean anonymous memory of a process (smaps_rollup's Anonymous: heap and
+	// stacks, what each further channel's process adds), MaxAnonMB the largest; FileMB the
+	// mean file-backed RSS (the mapped binary).
+	AnonMB, MaxAnonMB, FileMB float64
 	// PSSMB is the mean proportional set size: shared pages (the binary, mapped by every
-	// process of the sample) divided among their sharers.
-	PSSMB                 float64
+	// process of the sample) divided among their sharers. TotalPSSMB is their sum, what the
+	// whole sample costs the node.
+	PSSMB, TotalPSSMB     float64
 	Goroutines, MaxGorout float64
 	KafkaConns, MaxConns  float64
 	// Window is how long requests were counted while every process was idle.
@@ -142,7 +145,7 @@ func (r *IdleResult) sample(pid int, brokerPort string, goroutines float64) erro
 	if err != nil {
 		return err
 	}
-	anon, err := procStatusMB(pid, "RssAnon")
+	anon, err := procFileMB(pid, "smaps_rollup", "Anonymous")
 	if err != nil {
 		return err
 	}
@@ -160,7 +163,8 @@ func (r *IdleResult) sample(pid int, brokerPort string, goroutines float64) erro
 	}
 	r.n++
 	r.RSSMB, r.AnonMB, r.FileMB, r.PSSMB = r.RSSMB+rss, r.AnonMB+anon, r.FileMB+file, r.PSSMB+pss
-	r.MaxRSSMB = max(r.MaxRSSMB, rss)
+	r.MaxRSSMB, r.MaxAnonMB = max(r.MaxRSSMB, rss), max(r.MaxAnonMB, anon)
+	r.TotalPSSMB += pss
 	r.Goroutines += goroutines
 	r.MaxGorout = max(r.MaxGorout, goroutines)
 	r.KafkaConns += float64(conns)

@@ -36,7 +36,7 @@ func run() int {
 	plot := flag.String("plot", "docs/benchmarks.png", "PNG plot to write; empty: none")
 	latencyPlot := flag.String("latency-plot", "docs/benchmarks-latency.png", "PNG plot of P3's latency over time; empty: none (with -apache: docs/benchmarks-latency-apache.png)")
 	update := flag.Bool("update", false, "with -only: put the run's rows into the published table of -doc (the Apache Kafka section with -apache), keeping every other row, and write the latency plot when P3 ran")
-	only := flag.String("only", "", "comma-separated figures to run (P1,...,P6; P7 comes with P1 and P2); empty: all")
+	only := flag.String("only", "", "comma-separated figures to run (P1, P2, P2K, P3, P4, P4B, P5, P5K, P6, P8, S2; P7 comes with P1 and P2); empty: all")
 	short := flag.Bool("short", false, "small event counts and processes, table on stdout only: proves the tool runs (make bench-short), figures not comparable")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (the bench process, not P5's child) here")
 	apache := flag.Bool("apache", false, "the run is on real Apache Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_VERSION; `make bench KAFKA=apache`): write only its table into the document's Apache Kafka section, no plot")
@@ -89,6 +89,14 @@ func run() int {
 	}
 	start, startLoad := time.Now(), loadAvg()
 	r := &runner{env: env, sizes: fullSizes(*events), self: self}
+	if *apache {
+		// Kafka's own perf tools, from the jars of the broker's version, on the same broker.
+		version := os.Getenv("KAFKA_VERSION")
+		if version == "" {
+			version = "4.4.0"
+		}
+		r.anchors = &bench.Anchors{Version: version, Brokers: env.Brokers}
+	}
 	if *short {
 		r.sizes = shortSizes()
 		// A short run proves the tool runs; on a busy machine it may be slow, not broken.

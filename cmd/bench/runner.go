@@ -34,6 +34,8 @@ type sizes struct {
 	latencySeconds, latencyWarm float64
 	rssSubs                     int
 	rssEvents                   int
+	// manySubs is P5 1k's subscribers, all in one dispatcher process, idle.
+	manySubs int
 	// largeEvents is P4b's count of 20 KB events.
 	largeEvents int
 	// fanEvents is P8's records, each delivered to every one of fanSubs subscribers.
@@ -48,13 +50,13 @@ type sizes struct {
 }
 
 func fullSizes(events int) sizes {
-	return sizes{events: events, seconds: 2.5, latencySeconds: 5, latencyWarm: 1, rssSubs: 100, rssEvents: 200,
+	return sizes{events: events, seconds: 2.5, latencySeconds: 5, latencyWarm: 1, rssSubs: 100, rssEvents: 200, manySubs: 1000,
 		largeEvents: events / 4, fanEvents: events / fanSubs, idleChannels: 8, idleWindow: 10 * time.Second,
 		settle: 3 * time.Second, plotPartitions: []int{1, 2, 4}}
 }
 
 func shortSizes() sizes {
-	return sizes{events: 2000, seconds: 0.3, latencySeconds: 0.3, latencyWarm: 0.1, rssSubs: 10, rssEvents: 20,
+	return sizes{events: 2000, seconds: 0.3, latencySeconds: 0.3, latencyWarm: 0.1, rssSubs: 10, rssEvents: 20, manySubs: 50,
 		largeEvents: 300, fanEvents: 20, idleChannels: 2, idleWindow: time.Second, settle: time.Second}
 }
 
@@ -68,7 +70,14 @@ type runner struct {
 
 	points []bench.Point
 	p1     float64
-	p2     float64
+	// consume is P1's raw consume baseline, rawWriter P4's raw Writer baseline: the Apache
+	// Kafka anchors sit next to them.
+	consume, rawWriter float64
+	p2                 float64
+	// anchors runs Kafka's own perf tools (only on Apache Kafka); nil: no anchor rows.
+	anchors *bench.Anchors
+	// p1Topic holds P1's records, which the consumer anchor reads again.
+	p1Topic string
 	// p4 is the receiver's measured capacity (P4), capacity the one P3 used.
 	p4, capacity float64
 	latency      []latencyRun
@@ -85,12 +94,13 @@ func (r *runner) all() []bench.Row {
 		id  string
 		run func() []bench.Row
 	}{
-		{"P1", r.p1Row}, {"P2", r.p2Row}, {"P2K", r.p2kRow},
+		{"P1", func() []bench.Row { return append(r.p1Row(), r.consumerAnchor()...) }},
+		{"P2", r.p2Row}, {"P2K", r.p2kRow},
 		// P4 first: P3 runs at half the receiver capacity P4 measures.
-		{"P4", func() []bench.Row { return []bench.Row{r.p4Row()} }},
+		{"P4", func() []bench.Row { return append([]bench.Row{r.p4Row()}, r.producerAnchor()...) }},
 		{"P4B", func() []bench.Row { return []bench.Row{r.p4bRow()} }},
 		{"P3", r.p3Rows},
-		{"P5", r.p5Rows}, {"P6", r.p6Rows},
+		{"P5", r.p5Rows}, {"P5K", r.p5kRows}, {"P6", r.p6Rows},
 		{"P8", func() []bench.Row { return []bench.Row{r.p8Row()} }},
 		{"S2", r.s2Rows},
 	} {
@@ -105,7 +115,7 @@ func (r *runner) all() []bench.Row {
 // p1Row is P1 and the instant-sink half of P7, on one topic filled once.
 func (r *runner) p1Row() []bench.Row {
 	const what = "dispatcher throughput, unordered, instant sink, 8 partitions, 1 dispatcher"
-	target := ">= 0.8 x slower baseline"
+	target := ">= 0.9 x H(consume, POST)"
 	ch, err := r.env.NewChannel("p1", partitions)
 	if err == nil {
 		err = r.env.Fill(ch, "p1", r.events)
@@ -133,13 +143,15 @@ func (r *runner) p1Row() []bench.Row {
 	if err != nil {
 		return []bench.Row{bench.ErrorRow("P1", what, target, err)}
 	}
-	r.p1 = d
-	slower := min(consume, post)
-	ratio := d / slower
+	r.p1, r.consume, r.p1Topic = d, consume, ch.Topic
+	// The dispatcher consumes and POSTs on the same cores: its limit is the harmonic
+	// combination of the two baselines, not the slower one.
+	limit := bench.Harmonic(consume, post)
+	ratio := d / limit
 	rows := []bench.Row{{
 		ID: "P1", What: what, Value: bench.Rate(d),
-		Baseline: fmt.Sprintf("consume %s, POST %s", bench.Rate(consume), bench.Rate(post)),
-		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+		Baseline: fmt.Sprintf("consume %s, POST %s; H %s", bench.Rate(consume), bench.Rate(post), bench.Rate(limit)),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of the slower)", ratio, d/min(consume, post)), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}}
 	progress("P7: naive loop, instant sink")
 	n := r.events / 4
@@ -198,7 +210,7 @@ func bound(parts int) float64 { return float64(parts) / sinkLatency.Seconds() }
 // p2Row is P2, the 5 ms half of P7 and the plot's points.
 func (r *runner) p2Row() []bench.Row {
 	const what = "dispatcher throughput, ordered, sink answering after 5 ms, 8 partitions"
-	target := ">= 0.9 x bound"
+	target := ">= 0.95 x serial POST loops"
 	// About 2.5 s of delivery at the bound: long enough to average over, short for the budget.
 	n := int(bound(partitions) * r.seconds)
 	for _, p := range r.plotPartitions {
@@ -236,11 +248,13 @@ func (r *runner) p2Row() []bench.Row {
 	}
 	r.p2 = v
 	r.points = append(r.points, bench.Point{Partitions: partitions, Rate: v, Bound: bound(partitions)})
-	ratio := v / bound(partitions)
+	// One delivery in flight per partition is what serial POST loops do with no Kafka at all:
+	// they are the practical limit; partitions / latency ignores the HTTP round trip.
+	ratio := v / serial
 	rows := []bench.Row{{
 		ID: "P2", What: what, Value: bench.Rate(v),
-		Baseline: fmt.Sprintf("bound partitions/latency %s; 8 serial POST loops %s", bench.Rate(bound(partitions)), bench.Rate(serial)),
-		Ratio:    fmt.Sprintf("%.2f (%.2f of serial)", ratio, v/serial), Target: target, Pass: bench.Verdict(ratio >= 0.9),
+		Baseline: fmt.Sprintf("8 serial POST loops %s; bound partitions/latency %s", bench.Rate(serial), bench.Rate(bound(partitions))),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of bound)", ratio, v/bound(partitions)), Target: target, Pass: bench.Verdict(ratio >= 0.95),
 	}}
 	progress("P2: dispatcher, ordered, 32 partitions, %s sink", sinkLatency)
 	const what32 = "dispatcher throughput, ordered, sink answering after 5 ms, 32 partitions"
@@ -250,8 +264,8 @@ func (r *runner) p2Row() []bench.Row {
 		r.points = append(r.points, bench.Point{Partitions: 32, Rate: v32, Bound: bound(32)})
 		rows = append(rows, bench.Row{
 			ID: "P2 32p", What: what32, Value: bench.Rate(v32),
-			Baseline: fmt.Sprintf("bound partitions/latency %s; 32 serial POST loops %s", bench.Rate(bound(32)), bench.Rate(serial32)),
-			Ratio:    fmt.Sprintf("%.2f (%.2f of serial)", v32/bound(32), v32/serial32), Target: target, Pass: bench.Verdict(v32/bound(32) >= 0.9),
+			Baseline: fmt.Sprintf("32 serial POST loops %s; bound partitions/latency %s", bench.Rate(serial32), bench.Rate(bound(32))),
+			Ratio:    fmt.Sprintf("%.2f (%.2f of bound)", v32/serial32, v32/bound(32)), Target: target, Pass: bench.Verdict(v32/serial32 >= 0.95),
 		})
 	}
 	progress("P7: naive loop, %s sink", sinkLatency)
@@ -352,13 +366,18 @@ func (r *runner) p3Row(id string, rate int, target string) bench.Row {
 
 func (r *runner) p4Row() bench.Row {
 	what := fmt.Sprintf("receiver ingress throughput, acks=all, %d concurrent HTTP senders", ingressConc)
-	target := ">= 0.8 x"
+	target := ">= 0.9 x H(raw Writer, HTTP 202)"
 	progress("P4 baseline: raw kafka-go Writer, %d goroutines", ingressConc)
 	chw, err := r.env.NewChannel("p4raw", partitions)
 	if err != nil {
 		return bench.ErrorRow("P4", what, target, err)
 	}
 	raw, err := r.env.WriterRate(chw, r.events, ingressConc)
+	if err != nil {
+		return bench.ErrorRow("P4", what, target, err)
+	}
+	progress("P4 baseline: bare HTTP server answering 202, %d senders", ingressConc)
+	httpOnly, err := r.env.HTTPOnlyRate(r.events, ingressConc, bench.Payload(250))
 	if err != nil {
 		return bench.ErrorRow("P4", what, target, err)
 	}
@@ -371,19 +390,21 @@ func (r *runner) p4Row() bench.Row {
 	if err != nil {
 		return bench.ErrorRow("P4", what, target, err)
 	}
-	r.p4 = v
-	ratio := v / raw
+	r.p4, r.rawWriter = v, raw
+	// The receiver serves HTTP and produces to Kafka on the same cores.
+	limit := bench.Harmonic(raw, httpOnly)
+	ratio := v / limit
 	return bench.Row{
 		ID: "P4", What: what, Value: bench.Rate(v),
-		Baseline: fmt.Sprintf("raw Writer %s", bench.Rate(raw)),
-		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+		Baseline: fmt.Sprintf("raw Writer %s, HTTP 202 %s; H %s", bench.Rate(raw), bench.Rate(httpOnly), bench.Rate(limit)),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of raw Writer)", ratio, v/raw), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}
 }
 
 // p4bRow is P4 with 20 KB events, in MB/s of event data.
 func (r *runner) p4bRow() bench.Row {
 	what := fmt.Sprintf("receiver ingress, 20 KB events, acks=all, %d concurrent HTTP senders", ingressConc)
-	target := ">= 0.8 x raw Writer (MB/s)"
+	target := ">= 0.9 x H(raw Writer, HTTP 202) (MB/s)"
 	data := bench.Payload(largeSize)
 	mb := func(perSec float64) float64 { return perSec * float64(len(data)) / 1e6 }
 	progress("P4b baseline: raw kafka-go Writer, %d goroutines, 20 KB records", ingressConc)
@@ -392,6 +413,11 @@ func (r *runner) p4bRow() bench.Row {
 		return bench.ErrorRow("P4b", what, target, err)
 	}
 	raw, err := r.env.WriterRateData(chw, r.largeEvents, ingressConc, data)
+	if err != nil {
+		return bench.ErrorRow("P4b", what, target, err)
+	}
+	progress("P4b baseline: bare HTTP server answering 202, %d senders, 20 KB events", ingressConc)
+	httpOnly, err := r.env.HTTPOnlyRate(r.largeEvents, ingressConc, data)
 	if err != nil {
 		return bench.ErrorRow("P4b", what, target, err)
 	}
@@ -404,18 +430,19 @@ func (r *runner) p4bRow() bench.Row {
 	if err != nil {
 		return bench.ErrorRow("P4b", what, target, err)
 	}
-	ratio := v / raw
+	limit := bench.Harmonic(raw, httpOnly)
+	ratio := v / limit
 	return bench.Row{
 		ID: "P4b", What: what, Value: fmt.Sprintf("%.1f MB/s (%s)", mb(v), bench.Rate(v)),
-		Baseline: fmt.Sprintf("raw Writer %.1f MB/s (%s)", mb(raw), bench.Rate(raw)),
-		Ratio:    fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
+		Baseline: fmt.Sprintf("raw Writer %.1f MB/s, HTTP 202 %.1f MB/s; H %.1f MB/s", mb(raw), mb(httpOnly), mb(limit)),
+		Ratio:    fmt.Sprintf("%.2f (%.2f of raw Writer)", ratio, v/raw), Target: target, Pass: bench.Verdict(ratio >= 0.9),
 	}
 }
 
 // p8Row is P8: one dispatcher delivering one channel to 50 subscribers, against P1.
 func (r *runner) p8Row() bench.Row {
 	what := fmt.Sprintf("dispatcher fan-out, 1 channel, %d subscribers, instant sink, %d partitions, total deliveries", fanSubs, partitions)
-	target := ">= 0.7 x P1"
+	target := ">= 0.8 x P1"
 	progress("P8: dispatcher, %d subscribers x %d records", fanSubs, r.fanEvents)
 	ch, err := r.env.NewChannel("p8", partitions)
 	if err != nil {
@@ -431,7 +458,7 @@ func (r *runner) p8Row() bench.Row {
 	ratio := v / r.p1
 	return bench.Row{
 		ID: "P8", What: what, Value: bench.Rate(v), Baseline: "P1 " + bench.Rate(r.p1),
-		Ratio: fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.7),
+		Ratio: fmt.Sprintf("%.2f", ratio), Target: target, Pass: bench.Verdict(ratio >= 0.8),
 	}
 }
 
@@ -441,11 +468,15 @@ func (r *runner) s2Rows() []bench.Row {
 	progress("S2: %d idle dispatcher processes, requests counted for %s", r.idleChannels, r.idleWindow)
 	res, err := r.env.IdleCost(r.self, r.idleChannels, idleParts, r.idleWindow)
 	if err != nil {
-		return []bench.Row{bench.ErrorRow("S2", what, "<= 25 MB; <= 1 fetch/s per partition", err)}
+		return []bench.Row{bench.ErrorRow("S2", what, "anonymous <= 10 MB per process; <= 1 fetch/s per partition", err)}
 	}
+	// What a further channel costs is its process's anonymous memory; the file-backed rest of
+	// the RSS is the binary, one copy in the page cache for every process mapping it.
 	rows := []bench.Row{
-		{ID: "S2 RSS", What: what + ", RSS", Value: fmt.Sprintf("%.1f MB (max %.1f)", res.RSSMB, res.MaxRSSMB),
-			Baseline: fmt.Sprintf("(absolute; anonymous %.1f MB, file-backed %.1f MB)", res.AnonMB, res.FileMB), Ratio: "-", Target: "<= 25 MB", Pass: bench.Verdict(res.MaxRSSMB <= 25)},
+		{ID: "S2 anon", What: what + ", anonymous memory per process (smaps_rollup)", Value: fmt.Sprintf("%.1f MB (max %.1f)", res.AnonMB, res.MaxAnonMB),
+			Baseline: fmt.Sprintf("(absolute; RSS %.1f MB, max %.1f, of it file-backed %.1f MB)", res.RSSMB, res.MaxRSSMB, res.FileMB), Ratio: "-", Target: "<= 10 MB", Pass: bench.Verdict(res.MaxAnonMB <= 10)},
+		{ID: "S2 PSS", What: fmt.Sprintf("%s, PSS of all %d processes", what, r.idleChannels), Value: fmt.Sprintf("%.1f MB (%.1f MB per process)", res.TotalPSSMB, res.PSSMB),
+			Baseline: fmt.Sprintf("(absolute; %d x RSS would be %.1f MB)", r.idleChannels, res.RSSMB*float64(r.idleChannels)), Ratio: "-", Target: "(reported)", Pass: "-"},
 		{ID: "S2 proc", What: what + ", goroutines and Kafka connections", Value: fmt.Sprintf("%.0f goroutines, %.0f Kafka connections (max %.0f, %.0f)", res.Goroutines, res.KafkaConns, res.MaxGorout, res.MaxConns),
 			Baseline: "(absolute)", Ratio: "-", Target: "(reported)", Pass: "-"},
 	}
@@ -510,4 +541,78 @@ func (r *runner) p6Rows() []bench.Row {
 		{ID: "P6b", What: "replica added -> partitions rebalanced over 2 members", Value: t.Rebalanced.Round(time.Millisecond).String(),
 			Baseline: "(absolute)", Ratio: "-", Target: "<= 10 s", Pass: bench.Verdict(t.Rebalanced <= 10*time.Second)},
 	}
+}
+
+// P5 1k's targets: every subscriber Ready within manyReady, and the idle process within manyMB.
+const (
+	manyReady = 60 * time.Second
+	manyMB    = 400
+)
+
+// p5kRows is P5 1k: manySubs subscribers (one consumer group each) on one channel in one
+// dispatcher process, idle; it waits up to three times the target for Ready, so a slow start
+// is a MISS with its time, not an error.
+func (r *runner) p5kRows() []bench.Row {
+	what := fmt.Sprintf("dispatcher process, %d subscribers x %d partitions", r.manySubs, rssParts)
+	progress("P5 1k: dispatcher process with %d subscribers", r.manySubs)
+	res, err := r.env.DispatcherIdleRSS(r.self, r.manySubs, rssParts, 3*manyReady)
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("P5 1k", what, fmt.Sprintf("all Ready <= %s; RSS <= %d MB idle", manyReady, manyMB), err)}
+	}
+	ready, idle := res.ReadyAfter.Round(100*time.Millisecond).String(), "RSS idle (all Ready)"
+	if res.NotReady {
+		ready, idle = "not all Ready after "+ready, "RSS when the wait for Ready ended"
+	}
+	return []bench.Row{
+		{ID: "P5 1k ready", What: what + ", start -> all Ready", Value: ready,
+			Baseline: "(absolute; load average " + loadAvg() + ")", Ratio: "-", Target: "<= " + manyReady.String(), Pass: bench.Verdict(!res.NotReady && res.ReadyAfter <= manyReady)},
+		{ID: "P5 1k idle", What: what + ", " + idle, Value: fmt.Sprintf("%.0f MB", res.IdleMB),
+			Baseline: "(absolute)", Ratio: "-", Target: fmt.Sprintf("<= %d MB", manyMB), Pass: bench.Verdict(!res.NotReady && res.IdleMB <= manyMB)},
+	}
+}
+
+// anchorSize is the value size of P4's events (bench.Payload(250)), which the producer anchor
+// writes too.
+const anchorSize = 250
+
+// consumerAnchor is kafka-consumer-perf-test reading P1's records from the same broker, next to
+// P1's consume baseline (a kafka-go group reader).
+func (r *runner) consumerAnchor() []bench.Row {
+	if r.anchors == nil || r.p1Topic == "" {
+		return nil
+	}
+	const what = "anchor: Kafka's kafka-consumer-perf-test, P1's records, fresh group, same broker"
+	progress("anchor: kafka-consumer-perf-test, %d records of %s", r.events, r.p1Topic)
+	res, err := r.anchors.ConsumerPerf(r.p1Topic, "anchor-"+r.p1Topic, r.events, r.env.Within(3*time.Minute))
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("K cons", what, "(reported)", err)}
+	}
+	return []bench.Row{{
+		ID: "K cons", What: what, Value: bench.Rate(res.Rate),
+		Baseline: "P1's consume baseline (kafka-go) " + bench.Rate(r.consume), Ratio: fmt.Sprintf("kafka-go/Kafka %.2f", r.consume/res.Rate),
+		Target: "(reported)", Pass: "-", Detail: "kafka-consumer-perf-test: " + res.Line + "; load average " + loadAvg(),
+	}}
+}
+
+// producerAnchor is kafka-producer-perf-test (acks=all, P4's value size, as fast as it goes) on
+// a topic like P4's on the same broker, next to P4 and its raw Writer baseline.
+func (r *runner) producerAnchor() []bench.Row {
+	if r.anchors == nil || r.p4 == 0 {
+		return nil
+	}
+	const what = "anchor: Kafka's kafka-producer-perf-test, acks=all, 250-byte records, 8 partitions, same broker"
+	ch, err := r.env.NewChannel("anchorprod", partitions)
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("K prod", what, "(reported)", err)}
+	}
+	progress("anchor: kafka-producer-perf-test, %d records to %s", r.events, ch.Topic)
+	res, err := r.anchors.ProducerPerf(ch.Topic, r.events, anchorSize, r.env.Within(3*time.Minute))
+	if err != nil {
+		return []bench.Row{bench.ErrorRow("K prod", what, "(reported)", err)}
+	}
+	return []bench.Row{{
+		ID: "K prod", What: what, Value: bench.Rate(res.Rate),
+		Baseline: fmt.Sprintf("P4 receiver %s; raw Writer %s", bench.Rate(r.p4), bench.Rate(r.rawWriter)), Ratio: fmt.Sprintf("P4/Kafka %.2f; raw Writer/Kafka %.2f", r.p4/res.Rate, r.rawWriter/res.Rate),
+		Target: "(reported)", Pass: "-", Detail: "kafka-producer-perf-test: " + res.Line + "; load average " + loadAvg(),
+	}}
 }

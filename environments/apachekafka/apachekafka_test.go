@@ -64,6 +64,10 @@ func TestMainClassPerVersion(t *testing.T) {
 		{"4.4.0", "kafka-configs.sh", "org.apache.kafka.tools.ConfigCommand"},
 		{"3.9.2", "kafka-configs", "kafka.admin.ConfigCommand"},
 		{"3.9.2", "kafka-consumer-groups", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand"},
+		{"4.4.0", "kafka-producer-perf-test", "org.apache.kafka.tools.ProducerPerformance"},
+		{"3.9.2", "kafka-producer-perf-test.sh", "org.apache.kafka.tools.ProducerPerformance"},
+		{"4.4.0", "kafka-consumer-perf-test", "org.apache.kafka.tools.ConsumerPerformance"},
+		{"3.9.2", "kafka-consumer-perf-test", "org.apache.kafka.tools.ConsumerPerformance"},
 	} {
 		got, err := MainClass(tc.version, tc.tool)
 		if err != nil || got != tc.want {

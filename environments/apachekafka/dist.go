@@ -94,6 +94,9 @@ var tools = map[string][2]string{ // name: {3.x class, 4.x class}
 	"kafka-topics":              {"org.apache.kafka.tools.TopicCommand", "org.apache.kafka.tools.TopicCommand"},
 	"kafka-broker-api-versions": {"kafka.admin.BrokerApiVersionsCommand", "org.apache.kafka.tools.BrokerApiVersionsCommand"},
 	"kafka-metadata-quorum":     {"org.apache.kafka.tools.MetadataQuorumCommand", "org.apache.kafka.tools.MetadataQuorumCommand"},
+	// The perf tools are the bench's anchors on Apache Kafka (docs/benchmarks.md).
+	"kafka-producer-perf-test": {"org.apache.kafka.tools.ProducerPerformance", "org.apache.kafka.tools.ProducerPerformance"},
+	"kafka-consumer-perf-test": {"org.apache.kafka.tools.ConsumerPerformance", "org.apache.kafka.tools.ConsumerPerformance"},
 }
 
 // MainClass is the Java class the distribution's script `name` (e.g. kafka-console-consumer)
