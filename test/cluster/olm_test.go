@@ -13,6 +13,8 @@ import (
 // index and decompression image, the two bundle images and the namespace OLM installs into.
 type olmEnv struct {
 	sdk, opm, bundle1, bundle2, ns string
+	// index is the opm image through registryFront, caFile the CA operator-sdk trusts for it.
+	index, caFile string
 }
 
 func olmSettings(t *testing.T) olmEnv {
@@ -38,7 +40,7 @@ func (e *env) sdkRun(t *testing.T, o olmEnv, args ...string) {
 	t.Helper()
 	start := time.Now()
 	cmd := exec.Command(o.sdk, args...)
-	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
+	cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig, "SSL_CERT_FILE="+o.caFile)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("operator-sdk %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -79,8 +81,11 @@ func TestOLMInstallAndUpgrade(t *testing.T) {
 		_, _ = e.kubectl("", "delete", "namespace", o.ns, "--wait=false")
 	})
 
+	front, caFile := e.registryFront(t)
+	o.index, o.caFile = strings.Replace(o.opm, e.registry, front, 1), caFile
+
 	t.Log("operator-sdk run bundle: OLM installs the operator from the bundle image")
-	e.sdkRun(t, o, "run", "bundle", o.bundle1, "--namespace", o.ns, "--index-image", o.opm,
+	e.sdkRun(t, o, "run", "bundle", o.bundle1, "--namespace", o.ns, "--index-image", o.index,
 		"--decompression-image", o.opm, "--use-http", "--install-mode", "AllNamespaces", "--timeout", "8m")
 	if p := e.csvPhase(o.ns, csvOf(o.bundle1)); p != "Succeeded" {
 		t.Fatalf("CSV %s is %q", csvOf(o.bundle1), p)
