@@ -123,9 +123,10 @@ spec:
 	}
 
 	t.Run("operator-sdk run bundle-upgrade under load: 0 events lost", func(t *testing.T) {
-		// About a minute of events at 20 ms: they span the upgrade, which replaces the manager
-		// and, through it, the receiver and dispatcher Deployments with the next version's images.
-		const count = 3000
+		// Three minutes and more of events at 20 ms: they span the upgrade, which replaces the
+		// manager and, through it, the receiver and dispatcher Deployments with the next version's
+		// images (checked below: the sender must still be sending when that is done).
+		const count = 9000
 		e.send(t, ns, "upg", url, count, 20*time.Millisecond)
 		e.arrived(t, ns, "sub-olm", "upg", 50)
 		e.sdkRun(t, o, "run", "bundle-upgrade", o.bundle2, "--namespace", o.ns, "--use-http", "--timeout", "8m")
@@ -151,6 +152,9 @@ spec:
 			return len(lines) >= 2, out
 		})
 		e.rolledOut(t, o.ns, "", 3*time.Minute)
+		if phase, _ := e.kubectl("", "-n", ns, "get", "pod", "send-upg", "-o", "jsonpath={.status.phase}"); phase != "Running" {
+			t.Fatalf("the sender was %q when the upgrade had rolled out: the load did not span it (raise count)", phase)
+		}
 		t.Logf("after the upgrade:\n%s", e.mustKubectl(t, "", "-n", o.ns, "get", "deploy,pods", "-o", "wide"))
 		summary := e.sent(t, ns, "upg", 10*time.Minute)
 		t.Log(summary)
