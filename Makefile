@@ -347,6 +347,51 @@ test-cluster: docker-build docker-push deploy cluster-kafka crane ## The story o
 	CLUSTER_ENV="$(CLUSTER_ENV)" EVENTDISPLAY_IMG="$(EVENTDISPLAY_IMG)" CRANE="$(CRANE)" KAFKA_NODE_PORT=$(KAFKA_NODE_PORT) KAFKACHANNEL_CLUSTER=1 \
 	  go test ./test/cluster -count=1 -v $(CLUSTER_TEST_FLAGS) 2>&1 | tee $(LOCALBIN)/test-cluster.log
 
+##@ OLM on the real cluster (make cluster; docs/install-olm.md)
+
+# OLM and opm, built from the Go module proxy (hack/olm/build-bins.sh) into FROM-scratch images
+# in the cluster's registry; OLM installed from its own release manifests in the module cache.
+OLM_VERSION ?= v0.38.0
+OPM_VERSION ?= v1.65.0
+OLM_BIN ?= $(CACHE_DIR)/olm/bin-$(OLM_VERSION)-opm-$(OPM_VERSION)
+OLM_IMG = $(CLUSTER_REGISTRY)/olm/olm:$(OLM_VERSION)
+OPM_IMG = $(CLUSTER_REGISTRY)/olm/opm:$(OPM_VERSION)
+# The OLM-installed operator's images and bundles: a repository and a namespace of their own, so
+# a make deploy on the same cluster keeps its images and its namespace.
+OLM_IMAGE_REGISTRY = $(CLUSTER_REGISTRY)/kafkachannel-olm
+OLM_NAMESPACE ?= kafkachannel-olm
+OLM_NEXT_VERSION ?= 0.1.1
+OLM_WORK ?= $(LOCALBIN)/olm
+
+.PHONY: olm-bins
+olm-bins: ## Build OLM's olm, catalog, package-server, copy-content, cpb and opm from the module proxy into $(OLM_BIN) (~12 min cold).
+	@./hack/olm/build-bins.sh "$(OLM_BIN)" $(OLM_VERSION) $(OPM_VERSION) 1.25.7
+
+.PHONY: olm-install
+olm-install: olm-bins crane ## Install OLM $(OLM_VERSION) on the real cluster (its olm and opm images built here).
+	@[ -n "$(CLUSTER_KUBECONFIG)" ] || { echo "no ready cluster at $(CLUSTER_ENV) (make cluster, or CLUSTER_ENV=path)"; exit 1; }
+	@./hack/olm/images.sh "$(CRANE)" "$(OLM_BIN)" "$(CACHE_DIR)/olm" "$(OLM_IMG)" "$(OPM_IMG)"
+	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" ./hack/olm/install.sh install $(OLM_VERSION) "$(OLM_IMG)" "$(OPM_IMG)"
+
+.PHONY: olm-uninstall
+olm-uninstall: ## Remove OLM from the real cluster.
+	@$(KUBECTL_ENV) KUBECTL="$(KUBECTL)" ./hack/olm/install.sh uninstall $(OLM_VERSION) "$(OLM_IMG)" "$(OPM_IMG)"
+
+# One bundle per version: the operator's images under OLM_IMAGE_REGISTRY, the bundle generated
+# into OLM_WORK/VERSION (bundle/ stays the release one) and its image pushed.
+olm-bundle-%: operator-sdk crane
+	$(MAKE) -s docker-build docker-push VERSION=$* IMAGE_REGISTRY=$(OLM_IMAGE_REGISTRY) IMAGE_OUT=$(OLM_WORK)/images-$*
+	@./hack/bundle.sh "$(OPERATOR_SDK)" $* $(OLM_IMAGE_REGISTRY)/kafkachannel-manager:v$* \
+	  $(OLM_IMAGE_REGISTRY)/kafkachannel-dispatcher:v$* $(OLM_IMAGE_REGISTRY)/kafkachannel-receiver:v$* $(OLM_WORK)/$* >/dev/null
+	@./hack/olm/bundle-image.sh "$(CRANE)" $(OLM_WORK)/$* $(OLM_IMAGE_REGISTRY)/kafkachannel-bundle:v$*
+
+.PHONY: test-olm
+test-olm: olm-install olm-bundle-$(VERSION) olm-bundle-$(OLM_NEXT_VERSION) cluster-kafka ## OLM installs the bundle (operator-sdk run bundle), a channel delivers, then run bundle-upgrade under load loses nothing (not part of make test).
+	CLUSTER_ENV="$(CLUSTER_ENV)" EVENTDISPLAY_IMG="$(OLM_IMAGE_REGISTRY)/kafkachannel-eventdisplay:v$(VERSION)" CRANE="$(CRANE)" \
+	  KAFKACHANNEL_CLUSTER=1 KAFKACHANNEL_OLM=1 OPERATOR_SDK="$(OPERATOR_SDK)" OPM_IMG="$(OPM_IMG)" OLM_NAMESPACE=$(OLM_NAMESPACE) \
+	  BUNDLE_IMG=$(OLM_IMAGE_REGISTRY)/kafkachannel-bundle:v$(VERSION) BUNDLE_IMG_NEXT=$(OLM_IMAGE_REGISTRY)/kafkachannel-bundle:v$(OLM_NEXT_VERSION) \
+	  go test ./test/cluster -run TestOLMInstallAndUpgrade -count=1 -v -timeout 40m 2>&1 | tee $(LOCALBIN)/test-olm.log
+
 ##@ Tools (pinned, built from the Go module proxy into $(TOOLBIN))
 
 .PHONY: kafka-dist

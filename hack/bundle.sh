@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # Regenerates the OLM bundle (bundle/, bundle.Dockerfile) from config/manifests with operator-sdk.
 # Deterministic on purpose: `make test` regenerates it and fails if the committed one differs.
-# Usage: hack/bundle.sh OPERATOR_SDK VERSION IMG DISPATCHER_IMG RECEIVER_IMG
+# With OUT, the bundle and its bundle.Dockerfile go to OUT instead (make test-olm builds bundles
+# of other versions and registries there without touching the committed one).
+# Usage: hack/bundle.sh OPERATOR_SDK VERSION IMG DISPATCHER_IMG RECEIVER_IMG [OUT]
 set -euo pipefail
 sdk=$1 version=$2 img=$3 dimg=$4 rimg=$5
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+out=${6:-$root}
+mkdir -p "$out" && cd "$out"
+[ "$out" = "$root" ] || cp "$root/PROJECT" "$out/" # operator-sdk reads the project layout label from it
 rm -rf bundle/manifests bundle/metadata
-./hack/render.sh config/manifests "$img" "$dimg" "$rimg" |
+"$root/hack/render.sh" config/manifests "$img" "$dimg" "$rimg" |
   "$sdk" generate bundle -q --overwrite --package kafkachannel --version "$version" \
     --channels alpha --default-channel alpha --output-dir bundle
 csv=bundle/manifests/kafkachannel.clusterserviceversion.yaml
