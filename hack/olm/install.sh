@@ -42,10 +42,6 @@ install)
   render | $kubectl apply --server-side -f - >/dev/null
   $kubectl -n olm rollout status deploy/olm-operator --timeout=5m
   $kubectl -n olm rollout status deploy/catalog-operator --timeout=5m
-  # An AllNamespaces operator's CSV is otherwise copied into every namespace of the cluster,
-  # including those other people's tests create and delete.
-  printf 'apiVersion: operators.coreos.com/v1\nkind: OLMConfig\nmetadata: {name: cluster}\nspec: {features: {disableCopiedCSVs: true}}\n' |
-    $kubectl apply --server-side -f - >/dev/null
   if [ "${PACKAGESERVER:-0}" = 1 ]; then
     # packageserver is a CSV that olm-operator itself installs.
     for _ in $(seq 150); do
