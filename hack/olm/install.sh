@@ -20,8 +20,13 @@ dir=$mod/deploy/upstream/quickstart
 
 render() {
   # Documents are split on ---; the catalog operator gets -opmImage after its configmap flag.
+  # The quickstart's catalog-operator arguments are single-dash (-namespace, -util-image, ...),
+  # which the cobra flags of v0.38.0's catalog read as shorthands and reject ("unknown
+  # shorthand flag: 'n' in -namespace"); they become double-dash here.
   sed -e "s#quay.io/operator-framework/olm@sha256:[0-9a-f]*#$olmimg#g" \
-      -e "s#^\( *\)- -configmapServerImage=.*#\1- -configmapServerImage=$opmimg\n\1- -opmImage=$opmimg#" \
+      -e "s#^\( *\)- '-namespace'#\1- --namespace#" \
+      -e "s#^\( *\)- -util-image#\1- --util-image#" \
+      -e "s#^\( *\)- -configmapServerImage=.*#\1- --configmapServerImage=$opmimg\n\1- --opmImage=$opmimg#" \
       "$dir/olm.yaml" |
     awk -v ps="${PACKAGESERVER:-0}" 'BEGIN{RS="\n---\n"; ORS="\n---\n"}
       /name: operatorhubio-catalog/ {next}
@@ -37,10 +42,6 @@ install)
   render | $kubectl apply --server-side -f - >/dev/null
   $kubectl -n olm rollout status deploy/olm-operator --timeout=5m
   $kubectl -n olm rollout status deploy/catalog-operator --timeout=5m
-  # An AllNamespaces operator's CSV is otherwise copied into every namespace of the cluster,
-  # including those other people's tests create and delete.
-  printf 'apiVersion: operators.coreos.com/v1\nkind: OLMConfig\nmetadata: {name: cluster}\nspec: {features: {disableCopiedCSVs: true}}\n' |
-    $kubectl apply --server-side -f - >/dev/null
   if [ "${PACKAGESERVER:-0}" = 1 ]; then
     # packageserver is a CSV that olm-operator itself installs.
     for _ in $(seq 150); do
