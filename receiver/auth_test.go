@@ -105,8 +105,7 @@ func TestSenderAuthentication(t *testing.T) {
 	expect("no policy, other namespace", 403, "allow-same-namespace", code, body)
 
 	// A policy for the channel: only the producer, only order events.
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(`
+	createPolicy(t, policies, Channel{Namespace: "shop", Name: "orders"}, `
 apiVersion: eventing.knative.dev/v1alpha1
 kind: EventPolicy
 metadata: {namespace: shop, name: producers-only}
@@ -114,18 +113,7 @@ spec:
   to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: orders}}]
   from: [{sub: "system:serviceaccount:shop:producer"}]
   filters: [{prefix: {type: order.}}]
-`), &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	if err := k8s.Create(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "the policy in the receiver's index", func() error {
-		if len(policies.For(Channel{Namespace: "shop", Name: "orders"})) != 1 {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+`)
 	code, body, _ = send("policy-allows", "order.created", producer)
 	expect("named by the policy, matching filter", 202, "", code, body)
 	code, body, _ = send("policy-filter", "invoice.created", producer)
@@ -163,8 +151,7 @@ func TestSenderRefusedBeforeBody(t *testing.T) {
 	serviceAccount(t, cs, "outside", "intruder")
 	r, policies := startOIDCReceiver(t, k)
 	ctx := context.Background()
-	u := &unstructured.Unstructured{}
-	if err := yaml.Unmarshal([]byte(`
+	createPolicy(t, policies, Channel{Namespace: "gate", Name: "guarded"}, `
 apiVersion: eventing.knative.dev/v1alpha1
 kind: EventPolicy
 metadata: {namespace: gate, name: orders-from-producer}
@@ -172,18 +159,7 @@ spec:
   to: [{ref: {apiVersion: messaging.knative.dev/v1beta1, kind: KafkaChannel, name: guarded}}]
   from: [{sub: "system:serviceaccount:gate:producer"}]
   filters: [{prefix: {type: order.}}]
-`), &u.Object); err != nil {
-		t.Fatal(err)
-	}
-	if err := k8s.Create(ctx, u); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, 20*time.Second, "the policy in the receiver's index", func() error {
-		if len(policies.For(Channel{Namespace: "gate", Name: "guarded"})) != 1 {
-			return errors.New("not yet")
-		}
-		return nil
-	})
+`)
 	tokens := &oidc.TokenProvider{Client: cs}
 	bearer := func(ns, sa, channel string) string {
 		t.Helper()
@@ -266,4 +242,23 @@ func startOIDCReceiver(t *testing.T, k *kafkatest.Kafka) (*testReceiver, *Policy
 		c.Features = live
 		c.Auth = &Auth{Verifier: &oidc.Verifier{Source: keys}, Policies: policies}
 	}), policies
+}
+
+// createPolicy creates the EventPolicy written in policyYAML and waits until the receiver's index
+// applies exactly one policy to ch.
+func createPolicy(t *testing.T, policies *PolicyIndex, ch Channel, policyYAML string) {
+	t.Helper()
+	u := &unstructured.Unstructured{}
+	if err := yaml.Unmarshal([]byte(policyYAML), &u.Object); err != nil {
+		t.Fatal(err)
+	}
+	if err := k8s.Create(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 20*time.Second, "the policy in the receiver's index", func() error {
+		if len(policies.For(ch)) != 1 {
+			return errors.New("not yet")
+		}
+		return nil
+	})
 }
