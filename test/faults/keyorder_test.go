@@ -19,18 +19,12 @@ import (
 	"github.com/kafkachannel/kafkachannel/environments/poll"
 )
 
-// keyFlow posts events with a partitionkey. Each key belongs to one sender, which posts its
+// startKeyFlow posts events with a partitionkey (a flow, whose accepted, waitAccepted and end
+// it shares). Each key belongs to one sender, which posts its
 // events one at a time, so a key's sequence numbers are the order its records were written.
 // A key whose post gets no 202 is dropped: whether that event was written is unknown.
-type keyFlow struct {
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	answers []answer
-}
-
-func startKeyFlow(url string, senders, keysPerSender int) *keyFlow {
-	f := &keyFlow{stop: make(chan struct{})}
+func startKeyFlow(url string, senders, keysPerSender int) *flow {
+	f := &flow{url: url, stop: make(chan struct{})}
 	client := &http.Client{Timeout: 20 * time.Second}
 	for s := range senders {
 		f.wg.Add(1)
@@ -83,37 +77,6 @@ func postKeyed(client *http.Client, url, id, key string) (int, string) {
 	}
 	_ = resp.Body.Close()
 	return resp.StatusCode, ""
-}
-
-func (f *keyFlow) accepted() int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, a := range f.answers {
-		if a.code == http.StatusAccepted {
-			n++
-		}
-	}
-	return n
-}
-
-func (f *keyFlow) waitAccepted(t *testing.T, n int) {
-	t.Helper()
-	want := f.accepted() + n
-	poll.Eventually(t, 2*time.Minute, fmt.Sprintf("%d events accepted", want), func() error {
-		if got := f.accepted(); got < want {
-			return fmt.Errorf("%d accepted", got)
-		}
-		return nil
-	})
-}
-
-func (f *keyFlow) end() []answer {
-	close(f.stop)
-	f.wg.Wait()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]answer(nil), f.answers...)
 }
 
 // orderChecked puts a per-key order check in front of s: an event that arrives before every
