@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
+	"github.com/kafkachannel/kafkachannel/dispatcher"
 	"github.com/kafkachannel/kafkachannel/environments/localstack"
 	"github.com/kafkachannel/kafkachannel/environments/poll"
 	"github.com/kafkachannel/kafkachannel/internal/naming"
@@ -251,12 +252,25 @@ const (
 	// dupsPerRebalance: a graceful rebalance commits before it hands a partition over and
 	// redelivers at most the in-flight records (up to MaxInFlight per partition).
 	dupsPerRebalance = 50
-	// dupsPerKill: a SIGKILL loses up to a commit interval of handled records (seen: ~16).
-	dupsPerKill = 100
 	// dupsPerReaderRestart: a cut connection or a broker restart restarts every reader
 	// (seen: 14 to 20).
 	dupsPerReaderRestart = 200
 )
+
+// killDups is what one SIGKILL at kill may redeliver: the records handled since the last
+// commit that reached Kafka (up to two commit intervals, when the kill lands while a commit is
+// in flight) at the rate events were accepted in the second before the kill, plus the
+// in-flight window of every partition. A fixed number cannot be the bound: the flows here run
+// at a few hundred to a few thousand events a second depending on the machine.
+func killDups(as []answer, kill time.Time, partitions int) int {
+	var rate int
+	for _, a := range as {
+		if a.code == http.StatusAccepted && !a.end.After(kill) && a.end.After(kill.Add(-time.Second)) {
+			rate++
+		}
+	}
+	return rate*int(2*dispatcher.DefaultCommitInterval)/int(time.Second) + partitions*dispatcher.DefaultMaxInFlight
+}
 
 // settle waits until every accepted id reached one of the sinks (or the deadline), then
 // reports the scenario and fails it on any loss or on more than maxDups duplicates (the
