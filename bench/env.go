@@ -45,6 +45,9 @@ type Env struct {
 	// loaded machine (make bench-short inside make test) proves the tool runs, so it waits
 	// longer before it calls a slow measurement an error.
 	Patience int
+	// ChildProfiles is where P5's dispatcher processes write their heap and goroutine
+	// profiles and memstats when measured (p5-N-idle.*, p5-N-short.* ...); empty: none.
+	ChildProfiles string
 	// cluster is the embedded Kafka (nil for a real cluster): S2 counts its requests.
 	cluster *kfake.Cluster
 	seq     atomic.Int64

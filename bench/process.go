@@ -1,14 +1,13 @@
 package bench
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -24,9 +23,9 @@ import (
 // ChildCommand is the argument that makes the bench binary run as P5's dispatcher process.
 const ChildCommand = "dispatcher-child"
 
-// ChildMain runs a dispatcher with many subscribers in this process until stdin closes, and
-// prints "ready" once every subscriber is Ready (and "goroutines N" when asked on stdin). Kafka and the subscribers live in the parent,
-// so this process's RSS is the dispatcher's alone.
+// ChildMain runs a dispatcher with many subscribers in this process until stdin closes, prints
+// "ready" once every subscriber is Ready, and answers the commands of serveCommands. Kafka and
+// the subscribers live in the parent, so this process's RSS is the dispatcher's alone.
 func ChildMain(args []string) error {
 	fs := flag.NewFlagSet(ChildCommand, flag.ContinueOnError)
 	brokers := fs.String("brokers", "", "bootstrap servers")
@@ -51,16 +50,9 @@ func ChildMain(args []string) error {
 	d.Update(dispatcher.Channel{Subscribers: specs})
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
-		// The parent closes stdin to stop us (and dying with it if it is killed); the line
-		// "goroutines" asks for the goroutine count (S2).
-		in := bufio.NewReader(os.Stdin)
-		for {
-			line, err := in.ReadString('\n')
-			if err != nil || strings.TrimSpace(line) != "goroutines" {
-				break
-			}
-			fmt.Printf("goroutines %d\n", runtime.NumGoroutine())
-		}
+		// The parent closes stdin to stop us (and we die with it if it is killed); until
+		// then it may ask for goroutines, memstats and profiles (child.go).
+		serveCommands(os.Stdin, os.Stdout)
 		cancel()
 	}()
 	go func() {
@@ -91,6 +83,8 @@ type RSSResult struct {
 	// NotReady says that not every subscriber was Ready within the budget (DispatcherIdleRSS):
 	// ReadyAfter is then the budget and IdleMB the RSS at its end.
 	NotReady bool
+	// Idle is the Go runtime's split of the idle process's memory.
+	Idle Memstats
 }
 
 // DispatcherRSS starts the bench binary as a dispatcher process with `subs` subscribers on a
@@ -131,19 +125,26 @@ func (e *Env) dispatcherRSS(self string, subs, partitions, events int, readyBudg
 		return res, err
 	}
 	defer func() { _ = k.stdin.Close(); k.wait() }()
-	if err := expectLine(k.out, "ready", readyBudget); err != nil {
+	label := fmt.Sprintf("p5-%d-", subs)
+	if err := k.expectLine("ready", readyBudget); err != nil {
 		if events > 0 {
 			return res, fmt.Errorf("dispatcher process with %d subscribers: %w", subs, err)
 		}
 		// Without load to deliver, a slow start is the figure itself: the RSS it reached.
 		res.NotReady, res.ReadyAfter = true, time.Since(start)
-		res.IdleMB, err = vmRSS(k.cmd.Process.Pid)
+		if res.IdleMB, err = vmRSS(k.cmd.Process.Pid); err != nil {
+			return res, err
+		}
+		_, err = k.snapshot(e.ChildProfiles, label+"not-ready", e.Within(30*time.Second))
 		return res, err
 	}
 	res.ReadyAfter = time.Since(start)
 	// Let start-up garbage be collected the way it would in a long-running pod.
 	time.Sleep(e.Settle)
 	if res.IdleMB, err = vmRSS(k.cmd.Process.Pid); err != nil {
+		return res, err
+	}
+	if res.Idle, err = k.snapshot(e.ChildProfiles, label+"idle", e.Within(30*time.Second)); err != nil {
 		return res, err
 	}
 	if events == 0 {
@@ -153,18 +154,98 @@ func (e *Env) dispatcherRSS(self string, subs, partitions, events int, readyBudg
 		return res, err
 	}
 	want := int64(events * subs)
+	load := startProgress(k.cmd.Process.Pid)
 	deadline := time.Now().Add(e.Within(60 * time.Second))
 	for delivered.Load() < want && time.Now().Before(deadline) {
 		if mb, err := vmRSS(k.cmd.Process.Pid); err == nil && mb > res.LoadMB {
 			res.LoadMB = mb
 		}
+		load.observe(delivered.Load())
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.Deliveries = int(delivered.Load())
 	if delivered.Load() < want {
-		return res, fmt.Errorf("dispatcher process delivered %d of %d", delivered.Load(), want)
+		// A starved process delivers slowly to the end; a stalled one stops. Its goroutines
+		// say where it waits.
+		_, serr := k.snapshot(e.ChildProfiles, label+"short", e.Within(30*time.Second))
+		return res, errors.Join(fmt.Errorf("dispatcher process delivered %d of %d: %s", delivered.Load(), want, load.summary(delivered.Load())), serr)
 	}
 	return res, nil
+}
+
+// progress follows deliveries under load and the child's CPU time, to tell a starved
+// process (slow but steady, its CPU share small) from a stalled one (no delivery for long).
+type progress struct {
+	pid      int
+	start    time.Time
+	cpu0     float64
+	last     int64
+	lastAt   time.Time
+	longest  time.Duration
+	cpuError error
+}
+
+func startProgress(pid int) *progress {
+	now := time.Now()
+	p := &progress{pid: pid, start: now, lastAt: now}
+	p.cpu0, p.cpuError = procCPUSeconds(pid)
+	return p
+}
+
+// observe notes the delivery count now: the longest time without a delivery.
+func (p *progress) observe(delivered int64) {
+	now := time.Now()
+	if delivered != p.last {
+		p.last, p.lastAt = delivered, now
+		return
+	}
+	p.longest = max(p.longest, now.Sub(p.lastAt))
+}
+
+// summary is the diagnosis of a short run: the longest gap, the rate, the CPU the child got.
+func (p *progress) summary(delivered int64) string {
+	p.observe(delivered)
+	wall := time.Since(p.start)
+	cpu := "unknown"
+	if c, err := procCPUSeconds(p.pid); err == nil && p.cpuError == nil {
+		cpu = fmt.Sprintf("%.0f%% of a core", 100*(c-p.cpu0)/wall.Seconds())
+	}
+	return fmt.Sprintf("%.0f deliveries/s over %s, longest gap without a delivery %s, the process used %s, load average %s",
+		float64(delivered)/wall.Seconds(), wall.Round(time.Second), p.longest.Round(100*time.Millisecond), cpu, loadAverage())
+}
+
+// procCPUSeconds is a process's user and system CPU time from /proc/PID/stat.
+func procCPUSeconds(pid int) (float64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name (field 2) may hold spaces; the fields after its ')' are fixed.
+	_, rest, ok := strings.Cut(string(b), ") ")
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("unexpected /proc/%d/stat", pid)
+	}
+	// utime and stime are fields 14 and 15 of the line, 12 and 13 after the name, in clock
+	// ticks of 1/100 s (USER_HZ on Linux).
+	var ticks float64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, err
+		}
+		ticks += n
+	}
+	return ticks / 100, nil
+}
+
+// loadAverage is /proc/loadavg's three figures, "unknown" without it.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if f := strings.Fields(string(b)); err == nil && len(f) >= 3 {
+		return strings.Join(f[:3], " ")
+	}
+	return "unknown"
 }
 
 // vmRSS reads a process's resident set size in MB from /proc.

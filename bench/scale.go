@@ -1,14 +1,12 @@
 package bench
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -258,7 +256,7 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		kids = append(kids, k)
 	}
 	for i, k := range kids {
-		if err := expectLine(k.out, "ready", e.Within(90*time.Second)); err != nil {
+		if err := k.expectLine("ready", e.Within(90*time.Second)); err != nil {
 			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
 		}
 	}
@@ -272,14 +270,11 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 		port = p
 	}
 	for i, k := range kids {
-		if _, err := io.WriteString(k.stdin, "goroutines\n"); err != nil {
-			return res, fmt.Errorf("asking dispatcher process %d for its goroutines: %w", i, err)
-		}
-		line, err := readLine(k.out, e.Within(10*time.Second))
+		line, err := k.ask(cmdGoroutines, e.Within(10*time.Second))
 		if err != nil {
 			return res, fmt.Errorf("dispatcher process %d: %w", i, err)
 		}
-		g, err := strconv.Atoi(strings.TrimPrefix(line, "goroutines "))
+		g, err := strconv.Atoi(line)
 		if err != nil {
 			return res, fmt.Errorf("dispatcher process %d answered %q", i, line)
 		}
@@ -289,70 +284,6 @@ func (e *Env) IdleCost(self string, channels, partitions int, window time.Durati
 	}
 	res.average()
 	return res, nil
-}
-
-// child is the bench binary running as a dispatcher process (ChildMain).
-type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	out   *bufio.Reader
-}
-
-// startChild starts a dispatcher process for ch with subs subscribers at sinkURL + "sub-NNN".
-func (e *Env) startChild(self string, ch Channel, sinkURL string, subs int) (*child, error) {
-	cmd := exec.Command(self, ChildCommand, "--brokers", joinBrokers(e.Brokers), "--name", ch.Name,
-		"--sink", sinkURL, "--subscribers", strconv.Itoa(subs))
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return nil, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting the dispatcher process: %w", err)
-	}
-	return &child{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}, nil
-}
-
-// wait waits for a child whose stdin was closed to stop, and kills it after 20 s.
-func (k *child) wait() {
-	done := make(chan struct{})
-	go func() { _ = k.cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(20 * time.Second):
-		_ = k.cmd.Process.Kill()
-		<-done
-	}
-}
-
-func readLine(r *bufio.Reader, budget time.Duration) (string, error) {
-	type result struct {
-		s   string
-		err error
-	}
-	c := make(chan result, 1)
-	go func() { s, err := r.ReadString('\n'); c <- result{strings.TrimSpace(s), err} }()
-	select {
-	case got := <-c:
-		return got.s, got.err
-	case <-time.After(budget):
-		return "", fmt.Errorf("no answer after %s", budget)
-	}
-}
-
-func expectLine(r *bufio.Reader, want string, budget time.Duration) error {
-	line, err := readLine(r, budget)
-	if err != nil {
-		return err
-	}
-	if line != want {
-		return fmt.Errorf("unexpected output %q", line)
-	}
-	return nil
 }
 
 // tcpConnsTo counts the process's established TCP connections whose remote port is port: the
