@@ -208,6 +208,8 @@ type Dispatcher struct {
 	wake    chan struct{}
 	changed chan struct{}
 	started bool
+	// admin holds a slot per subscriber resolving its start offsets (adminSlot).
+	admin chan struct{}
 
 	// crashed makes partitions stop without their final commit (tests simulate a crash).
 	crashed atomic.Bool
@@ -274,8 +276,26 @@ func New(cfg Config) (*Dispatcher, error) {
 		clients: map[[32]byte]*http.Client{},
 		wake:    make(chan struct{}, 1),
 		changed: make(chan struct{}, 1),
+		admin:   make(chan struct{}, maxResolvingAtOnce),
 	}
 	return d, nil
+}
+
+// maxResolvingAtOnce bounds the subscribers resolving their start offsets at once. Each asks
+// the admin client for partitions, committed and end offsets, and the client's Transport
+// opens a connection for every request made while its others are busy and keeps it 30 s: 1,000
+// subscribers starting together opened hundreds, idle until they expired (make bench, P5 1k).
+// Resolving is a few short requests, so 8 at a time still start 1,000 subscribers in seconds.
+const maxResolvingAtOnce = 8
+
+// adminSlot waits for one of maxResolvingAtOnce slots; release gives it back.
+func (d *Dispatcher) adminSlot(ctx context.Context) (release func(), err error) {
+	select {
+	case d.admin <- struct{}{}:
+		return func() { <-d.admin }, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 }
 
 func setDefault(d *time.Duration, v time.Duration) {

@@ -229,6 +229,11 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 // holds is newer than the subscription, it starts at its beginning, whichever member (ready or
 // not yet) owns it. Other members wait for the first commit rather than decide on their own.
 func (s *subscription) startsOf(ctx context.Context, gs *genState, parts []int) (map[int]int64, error) {
+	release, err := s.d.adminSlot(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	topic := s.d.cfg.Topic
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -323,6 +328,11 @@ func (s *subscription) committedOffsets(ctx context.Context, parts []int) (map[i
 // checkAllCommitted succeeds once every partition of the topic has a committed offset in the
 // group: then no event produced from now on can be skipped, whichever member owns what.
 func (s *subscription) checkAllCommitted(ctx context.Context) error {
+	release, err := s.d.adminSlot(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	parts, err := replay.Partitions(rctx, s.d.client, s.d.cfg.Topic)
@@ -381,18 +391,8 @@ func (s *subscription) commit(gs *genState, p int) error {
 func (s *subscription) consumePartition(gctx context.Context, gs *genState, p int, start int64) {
 	cfg := s.d.cfg
 	log := s.log.WithValues("partition", p)
-	r := kafka.NewReader(kafka.ReaderConfig{
-		Brokers:        cfg.Brokers,
-		Topic:          cfg.Topic,
-		Partition:      p,
-		Dialer:         cfg.Dialer,
-		MinBytes:       1,
-		MaxBytes:       10 << 20,
-		MaxWait:        cfg.MaxWait,
-		ReadBackoffMin: readBackoffMin,
-		ReadBackoffMax: readBackoffMax,
-		ErrorLogger:    kafka.LoggerFunc(func(f string, a ...any) { log.V(1).Info(fmt.Sprintf(f, a...)) }),
-	})
+	order := s.cfg.Load().order
+	r := kafka.NewReader(s.readerConfig(p, order, log))
 	defer func() {
 		if err := r.Close(); err != nil {
 			log.V(1).Info("closing the partition reader", "error", err.Error())
@@ -405,11 +405,7 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	gs.mu.Lock()
 	tr := gs.trackers[p]
 	gs.mu.Unlock()
-	order := s.cfg.Load().order
-	window := 1
-	if order != orderPartition {
-		window = cfg.MaxInFlight
-	}
+	window := cfg.window(order)
 	var keys *keyQueues
 	if order == orderKey {
 		keys = &keyQueues{waiting: map[string][]queued{}}
