@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"sync"
 	"time"
 
@@ -190,8 +191,8 @@ func (w *brokerWatch) close() {
 	w.wg.Wait()
 }
 
-// watchedConn reports reads that time out to its brokerWatch and bounds reads started
-// without a deadline.
+// watchedConn reports reads that time out to its brokerWatch, bounds reads started without a
+// deadline, and makes a goroutine spinning on the connection yield (yieldIfSpinning).
 type watchedConn struct {
 	net.Conn
 	address string
@@ -199,6 +200,39 @@ type watchedConn struct {
 
 	mu       sync.Mutex
 	deadline time.Time // the read deadline the user of the connection set
+	// unread counts the read deadlines set since the last Read.
+	unread int
+}
+
+// A kafka-go Conn (v0.4.51) shared by several goroutines spins while one of them waits for a
+// response that another owns. The consumer group's coordinator connection is shared so: the
+// heartbeat, the commits of the partitions and of the commit ticker, the partition watch.
+// Conn.waitResponse loops: lock the read mutex, set the read deadline (setConnReadDeadline),
+// peek the next response's size and correlation id, and when the id is another goroutine's,
+// unlock and loop again. The peek is served from the bufio.Reader, which already holds those 8
+// bytes, so the loop never reads, never blocks and re-takes the mutex it just released before
+// the owner, woken by the unlock, gets a CPU: sync.Mutex lets a running goroutine barge in. It
+// spins until the scheduler preempts it (10 ms or more), or until the owner, after waiting
+// over 1 ms, finds the mutex taken once more and switches it to starvation mode. On a process
+// with hundreds of groups and a CPU share below its demand, every such collision burns its
+// slice while the goroutines it waits for (the owner, heartbeats of other groups) queue.
+//
+// The only hook into that loop is SetReadDeadline, called on every turn, so a repeated call
+// without a Read in between is the spin: it yields the CPU, and past spinSleepAfter turns it
+// sleeps, which lets the owner run, find the mutex held and claim it at the next unlock.
+const (
+	spinSleepAfter = 4
+	spinPause      = 50 * time.Microsecond
+)
+
+// yieldIfSpinning yields after the n-th read deadline set without a Read.
+func yieldIfSpinning(n int) {
+	switch {
+	case n >= spinSleepAfter:
+		time.Sleep(spinPause)
+	case n > 1:
+		runtime.Gosched()
+	}
 }
 
 func (c *watchedConn) SetDeadline(t time.Time) error {
@@ -214,12 +248,16 @@ func (c *watchedConn) SetReadDeadline(t time.Time) error {
 func (c *watchedConn) setReadDeadline(t time.Time) {
 	c.mu.Lock()
 	c.deadline = t
+	c.unread++
+	n := c.unread
 	c.mu.Unlock()
+	yieldIfSpinning(n)
 }
 
 func (c *watchedConn) Read(b []byte) (int, error) {
 	c.mu.Lock()
 	unbounded := c.deadline.IsZero()
+	c.unread = 0
 	c.mu.Unlock()
 	if unbounded {
 		if err := c.Conn.SetReadDeadline(time.Now().Add(unansweredAfter)); err != nil {
