@@ -85,6 +85,10 @@ type RSSResult struct {
 	NotReady bool
 	// Idle is the Go runtime's split of the idle process's memory.
 	Idle Memstats
+	// LoadTook is how long the deliveries under load took, LoadCores the CPU the process
+	// used meanwhile (1 = one core busy; -1 unknown).
+	LoadTook  time.Duration
+	LoadCores float64
 }
 
 // DispatcherRSS starts the bench binary as a dispatcher process with `subs` subscribers on a
@@ -135,7 +139,7 @@ func (e *Env) dispatcherRSS(self string, subs, partitions, events int, readyBudg
 		if res.IdleMB, err = vmRSS(k.cmd.Process.Pid); err != nil {
 			return res, err
 		}
-		_, err = k.snapshot(e.ChildProfiles, label+"not-ready", e.Within(30*time.Second))
+		res.Idle, err = k.snapshot(e.ChildProfiles, label+"not-ready", e.Within(30*time.Second))
 		return res, err
 	}
 	res.ReadyAfter = time.Since(start)
@@ -164,11 +168,13 @@ func (e *Env) dispatcherRSS(self string, subs, partitions, events int, readyBudg
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.Deliveries = int(delivered.Load())
-	if delivered.Load() < want {
+	res.LoadTook, res.LoadCores = load.took(), load.cores()
+	if int64(res.Deliveries) < want {
 		// A starved process delivers slowly to the end; a stalled one stops. Its goroutines
 		// say where it waits.
+		why := load.summary(int64(res.Deliveries))
 		_, serr := k.snapshot(e.ChildProfiles, label+"short", e.Within(30*time.Second))
-		return res, errors.Join(fmt.Errorf("dispatcher process delivered %d of %d: %s", delivered.Load(), want, load.summary(delivered.Load())), serr)
+		return res, errors.Join(fmt.Errorf("dispatcher process delivered %d of %d: %s", res.Deliveries, want, why), serr)
 	}
 	return res, nil
 }
@@ -202,16 +208,25 @@ func (p *progress) observe(delivered int64) {
 	p.longest = max(p.longest, now.Sub(p.lastAt))
 }
 
-// summary is the diagnosis of a short run: the longest gap, the rate, the CPU the child got.
+// took is the time since the load started.
+func (p *progress) took() time.Duration { return time.Since(p.start) }
+
+// cores is the CPU the child used since the load started, in cores (1 = one core busy); -1
+// where /proc cannot tell.
+func (p *progress) cores() float64 {
+	c, err := procCPUSeconds(p.pid)
+	if err != nil || p.cpuError != nil {
+		return -1
+	}
+	return (c - p.cpu0) / p.took().Seconds()
+}
+
+// summary is the diagnosis of a short run: the rate, the longest gap, the CPU the child got.
 func (p *progress) summary(delivered int64) string {
 	p.observe(delivered)
-	wall := time.Since(p.start)
-	cpu := "unknown"
-	if c, err := procCPUSeconds(p.pid); err == nil && p.cpuError == nil {
-		cpu = fmt.Sprintf("%.0f%% of a core", 100*(c-p.cpu0)/wall.Seconds())
-	}
-	return fmt.Sprintf("%.0f deliveries/s over %s, longest gap without a delivery %s, the process used %s, load average %s",
-		float64(delivered)/wall.Seconds(), wall.Round(time.Second), p.longest.Round(100*time.Millisecond), cpu, loadAverage())
+	wall := p.took()
+	return fmt.Sprintf("%.0f deliveries/s over %s, longest gap without a delivery %s, the process used %.0f%% of a core, load average %s",
+		float64(delivered)/wall.Seconds(), wall.Round(time.Second), p.longest.Round(100*time.Millisecond), 100*p.cores(), loadAverage())
 }
 
 // procCPUSeconds is a process's user and system CPU time from /proc/PID/stat.

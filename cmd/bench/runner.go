@@ -522,10 +522,11 @@ func (r *runner) p5Rows() []bench.Row {
 	}
 	return []bench.Row{
 		{ID: "P5 idle", What: what + ", idle (all Ready)", Value: fmt.Sprintf("%.0f MB", res.IdleMB),
-			Baseline: fmt.Sprintf("(absolute; all Ready after %s)", res.ReadyAfter.Round(100*time.Millisecond)),
+			Baseline: fmt.Sprintf("(absolute; all Ready after %s; %s)", res.ReadyAfter.Round(100*time.Millisecond), res.Idle),
 			Ratio:    "-", Target: "<= 150 MB", Pass: bench.Verdict(res.IdleMB <= 150)},
 		{ID: "P5 load", What: what + ", peak under load", Value: fmt.Sprintf("%.0f MB", res.LoadMB),
-			Baseline: fmt.Sprintf("(absolute; %d deliveries)", res.Deliveries), Ratio: "-", Target: "(reported)", Pass: "-"},
+			Baseline: fmt.Sprintf("(absolute; %d deliveries in %s, the process at %.0f%% of a core, load average %s)", res.Deliveries, res.LoadTook.Round(100*time.Millisecond), 100*res.LoadCores, loadAvg()),
+			Ratio:    "-", Target: "(reported)", Pass: "-"},
 	}
 }
 
@@ -567,7 +568,7 @@ func (r *runner) p5kRows() []bench.Row {
 		{ID: "P5 1k ready", What: what + ", start -> all Ready", Value: ready,
 			Baseline: "(absolute; load average " + loadAvg() + ")", Ratio: "-", Target: "<= " + manyReady.String(), Pass: bench.Verdict(!res.NotReady && res.ReadyAfter <= manyReady)},
 		{ID: "P5 1k idle", What: what + ", " + idle, Value: fmt.Sprintf("%.0f MB", res.IdleMB),
-			Baseline: "(absolute)", Ratio: "-", Target: fmt.Sprintf("<= %d MB", manyMB), Pass: bench.Verdict(!res.NotReady && res.IdleMB <= manyMB)},
+			Baseline: "(absolute; " + res.Idle.String() + ")", Ratio: "-", Target: fmt.Sprintf("<= %d MB", manyMB), Pass: bench.Verdict(!res.NotReady && res.IdleMB <= manyMB)},
 	}
 }
 
