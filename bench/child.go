@@ -26,6 +26,9 @@ const (
 	// cmdProfiles PREFIX writes PREFIX.heap.pprof and PREFIX.goroutines.txt and answers
 	// "profiles PREFIX" (or "profiles error: ...").
 	cmdProfiles = "profiles"
+	// cmdCPU PREFIX SECONDS profiles the CPU for SECONDS into PREFIX.cpu.pprof and answers
+	// "cpu PREFIX" (or "cpu error: ...").
+	cmdCPU = "cpu"
 )
 
 // serveCommands answers the parent's commands from in on out until in closes, out fails or in
@@ -54,11 +57,15 @@ func answer(cmd, arg string) (string, bool) {
 		var ms runtime.MemStats
 		runtime.ReadMemStats(&ms)
 		return memstatsLine(&ms), true
-	case cmdProfiles:
-		if err := writeProfiles(arg); err != nil {
+	case cmdProfiles, cmdCPU:
+		write := writeProfiles
+		if cmd == cmdCPU {
+			write = writeCPUProfile
+		}
+		if err := write(arg); err != nil {
 			return "error: " + strings.ReplaceAll(err.Error(), "\n", " "), true
 		}
-		return arg, true
+		return strings.Fields(arg)[0], true
 	}
 	return "", false
 }
@@ -88,6 +95,26 @@ func writeProfiles(prefix string) error {
 		}
 	}
 	return nil
+}
+
+// writeCPUProfile profiles the CPU for the seconds after the prefix ("PREFIX SECONDS").
+func writeCPUProfile(arg string) error {
+	prefix, secs, ok := strings.Cut(arg, " ")
+	d, err := time.ParseDuration(secs + "s")
+	if !ok || err != nil || d <= 0 {
+		return fmt.Errorf("want PREFIX SECONDS, got %q", arg)
+	}
+	f, err := os.Create(prefix + ".cpu.pprof")
+	if err != nil {
+		return err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return err
+	}
+	time.Sleep(d)
+	pprof.StopCPUProfile()
+	return f.Close()
 }
 
 // Memstats is a process's memory as its Go runtime sees it, in MB: Sys, what it took from the
@@ -255,6 +282,25 @@ func (k *child) ask(command string, budget time.Duration) (string, error) {
 			return answer, nil
 		}
 	}
+}
+
+// profileCPU has the child profile its CPU for d into dir/label.cpu.pprof.
+func (k *child) profileCPU(dir, label string, d time.Duration) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	prefix, err := filepath.Abs(filepath.Join(dir, label))
+	if err != nil {
+		return err
+	}
+	answer, err := k.ask(fmt.Sprintf("%s %s %d", cmdCPU, prefix, int(d.Seconds())), d+time.Minute)
+	if err != nil {
+		return err
+	}
+	if strings.HasPrefix(answer, "error:") {
+		return fmt.Errorf("CPU profile of the dispatcher process: %s", answer)
+	}
+	return nil
 }
 
 // snapshot asks the child for its memstats and, with dir set, its heap and goroutine profiles

@@ -93,3 +93,18 @@ func TestMemstatsLineSplitsTheRuntimeShare(t *testing.T) {
 		t.Error("a broken line must not parse")
 	}
 }
+
+// The child profiles its CPU on request, for the seconds asked.
+func TestChildWritesACPUProfile(t *testing.T) {
+	k, _ := pipedChild(t)
+	dir := t.TempDir()
+	if err := k.profileCPU(dir, "slow", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "slow.cpu.pprof")); err != nil || st.Size() == 0 {
+		t.Errorf("no CPU profile: %v", err)
+	}
+	if got, err := k.ask(cmdCPU+" "+filepath.Join(dir, "x")+" zero", 5*time.Second); err != nil || !strings.HasPrefix(got, "error:") {
+		t.Errorf("a bad duration must answer an error, got %q, %v", got, err)
+	}
+}

@@ -160,11 +160,19 @@ func (e *Env) dispatcherRSS(self string, subs, partitions, events int, readyBudg
 	want := int64(events * subs)
 	load := startProgress(k.cmd.Process.Pid)
 	deadline := time.Now().Add(e.Within(60 * time.Second))
+	profiled := e.ChildProfiles == ""
 	for delivered.Load() < want && time.Now().Before(deadline) {
 		if mb, err := vmRSS(k.cmd.Process.Pid); err == nil && mb > res.LoadMB {
 			res.LoadMB = mb
 		}
 		load.observe(delivered.Load())
+		if !profiled && load.took() > slowLoad {
+			// Where a slow process spends its CPU (the RSS samples pause meanwhile).
+			profiled = true
+			if err := k.profileCPU(e.ChildProfiles, label+"slow", 5*time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, "profiling the slow dispatcher process:", err)
+			}
+		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	res.Deliveries = int(delivered.Load())
@@ -178,6 +186,10 @@ func (e *Env) dispatcherRSS(self string, subs, partitions, events int, readyBudg
 	}
 	return res, nil
 }
+
+// slowLoad is how long P5's load may take before the child's CPU is profiled (with
+// ChildProfiles): it takes 3-6 s on the bench machine, under load averages up to 25.
+const slowLoad = 15 * time.Second
 
 // progress follows deliveries under load and the child's CPU time, to tell a starved
 // process (slow but steady, its CPU share small) from a stalled one (no delivery for long).
