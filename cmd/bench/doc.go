@@ -191,7 +191,7 @@ func updateRows(part string, rows []bench.Row, provenance string) string {
 				placed = true
 			}
 			continue
-		case state == after && (ids[noteID(l)] || strings.HasPrefix(l, provenancePrefix)):
+		case state == after && (ids[noteID(l)] || replacedProvenance(l, ids)):
 			continue
 		}
 		out = append(out, l)
@@ -226,6 +226,24 @@ func updateRows(part string, rows []bench.Row, provenance string) string {
 
 // provenancePrefix starts the line saying which rows came from a later partial run.
 const provenancePrefix = "- Rows updated by "
+
+// replacedProvenance says whether l is the provenance line of an earlier partial run whose
+// rows are all among ids: a run that replaced only some of them leaves the line, which still
+// tells where the others came from.
+func replacedProvenance(l string, ids map[string]bool) bool {
+	rest, ok := strings.CutPrefix(l, provenancePrefix)
+	if !ok {
+		return false
+	}
+	list, _, _ := strings.Cut(rest, " (")
+	list, _, _ = strings.Cut(list, ":")
+	for _, id := range strings.Split(list, ", ") {
+		if !ids[strings.TrimSpace(id)] {
+			return false
+		}
+	}
+	return true
+}
 
 func rowID(l string) string {
 	f := strings.SplitN(l, "|", 3)
@@ -374,7 +392,11 @@ const analysis = `
   each subscriber (20k deliveries). Rows P5 1k (` + "`-only P5K`" + `): the same process with 1,000
   subscribers (4,000 partition readers), idle: the time from its start until every subscriber
   is Ready (target 60 s; it waits up to 180 s, so a slow start shows as a MISS with its time)
-  and VmRSS after 3 s idle (target 400 MB). ` + "`make bench-short`" + ` runs it with 50.
+  and VmRSS after 3 s idle (target 400 MB). ` + "`make bench-short`" + ` runs it with 50. The
+  child answers commands on stdin: its goroutine count, the Go runtime's memstats (shown in
+  the idle rows: heap in use, free heap, stacks and the runtime's own share of what it took
+  from the OS) and, with ` + "`-child-profiles DIR`" + `, heap and goroutine profiles written when it is
+  measured idle, when it is not Ready in time and when it falls short of the deliveries.
 - **P6**: with one Ready subscriber, the time from ` + "`Update`" + ` adding a second until that one is
   Ready; then the time from a second dispatcher replica starting until the group is Stable with
   both members owning partitions. Both are the dispatcher's share, measured on the library;
@@ -638,10 +660,10 @@ and the senders as well as the code under test).
   partition reader (rebalance, shutdown) waits for the pending fetch, ~1 s instead of ~0.4 s
   (P6b stays ~1.0 s; ` + "`make bench-short`" + ` took ~6 s longer over its dozen dispatcher stops).
   Idle a channel now costs
-  4 fetches, 1 heartbeat and ~0.2-1 metadata requests a second; its processes hold 24
-  goroutines (51 in the real binary, with its API-server watch, admin and metrics servers)
-  and 9 Kafka connections (one per partition reader, the group coordinator, the admin
-  transport).
+  4 fetches, 1 heartbeat and ~0.2-1 metadata requests a second; its processes hold 20
+  goroutines (24 before the partition readers' lag pollers went, see P5 1k; the real binary
+  had 51, with its API-server watch, admin and metrics servers) and 9 Kafka connections (one
+  per partition reader, the group coordinator, the admin transport).
   What bounds the RSS is the binary, not the channel. Of the real binary's 48 MB, 9 MB is
   anonymous (heap and stacks: what each further channel costs) and 39 MB is file-backed: pages
   of the 54 MB binary, which every dispatcher on a node maps from the same image file, so the
@@ -656,21 +678,74 @@ and the senders as well as the code under test).
   reads a record. Meeting it would mean dropping OTLP export or controller-runtime from the
   data plane. One reader per partition and subscriber remains the structure: a channel with P
   partitions and S subscribers idles at P x S fetches a second.
-- **P5 1k (533 MB idle on kfake, 455 MB on Apache Kafka, against 400 MB; all Ready in 5.1 s
-  and 8.8 s, target 60 s).** In the full kfake run at load 2.8, 1,000 subscribers (1,000 consumer groups, 4,000 partition readers) in one
-  process were Ready in 5.1 s and idled at 533 MB. In a first ` + "`-only P5K`" + ` run at load 8-12,
-  with another bench running beside it, they were not all Ready after 3 min, the process at
-  670 MB and 67-80% of a core at 2 min 48 s. Per subscriber that is (533 - 90) / 900 = 0.49 MB
-  beyond the 100-subscriber P5, about 120 KB per partition reader: the readers' goroutines,
-  connections and fetch state, not a per-process cost. No heap profile of the child was taken
-  in this change (it has no pprof endpoint); that is the next step, before any change to
-  how readers are shared. Whether the slow start at high load is starvation or a stall is the
-  same open question as P5's flake below.
-- **P5 (not a miss, a flake to explain).** Under load averages of 10-14 P5 failed three times
-  in five runs: the 100-subscriber process delivered 85-99% of the 20k events within its 60 s
-  budget. It passed in about 6 s whenever the load was lower, with the same code and with
-  earlier commits. Whether it is starvation (100 groups' heartbeats and commit tickers on a
-  CPU-starved process, then rebalances) or a stall is not diagnosed.
+- **P5 1k (was 533 MB idle on kfake and 455 MB on Apache Kafka, a MISS against 400 MB; now
+  277 MB and 290-347 MB).** The child now answers memstats, heap and goroutine profiles on
+  stdin (` + "`-child-profiles DIR`" + `), and with them, run against the dispatcher of the commit
+  before (same harness, same machine, load averages 12-17 from the CI beside it), 1,000
+  subscribers were twice not all Ready after 3 min, at 582 and 677 MB. Their 7,553 and 8,021
+  goroutines showed a start that had spiralled: 1,545 and 3,039 ` + "`leaveStale`" + ` loops (groups
+  whose join had failed, each with a Transport of its own), 524 per-reader lag pollers, and
+  in one dump 50 goroutines inside kafka-go's ` + "`Conn.waitResponse`" + ` setting a read deadline on
+  a group coordinator connection while 84 heartbeats waited for that connection's read
+  mutex. Three causes, three fixes (each with a test that fails without it):
+  the partition reader's queue was kafka-go's default of 100 records, allocated up front
+  with a commit queue of the same length, 21 KB per reader and 86 MB for 4,000; it is now the
+  in-flight window (1 ordered, MaxInFlight otherwise). A reader without a group started a
+  goroutine polling the partition's last offset every minute on a connection of its own;
+  ` + "`ReadLagInterval: -1`" + ` turns it off (the lag comes from the fetches' high watermark). And
+  1,000 subscribers resolving their start offsets together made the admin Transport open a
+  connection per concurrent request: 300 in the unit test opened 570-700 and kept 380-470
+  idle for 30 s; at most 8 now resolve at once. The spin (see P5 below) is the fourth fix.
+  With all of them, at load 12-17, 1,000 subscribers were Ready in 4.0-6.4 s and idled at
+  277-295 MB (four runs; P5 with 100 at 63-70 MB in 11 runs, was 87-89 MB in 4). One run each without one part:
+  the memory fixes without the spin fix, Ready in 6.3 s at 279 MB; the spin fix alone on the
+  old code, Ready in 12.1 s at 516 MB (load 18-20). Where they go (memstats of the idle
+  child): Go runtime 243-263 MB, of which 129-154 MB heap in use, 94-97 MB stacks of 13,039
+  goroutines (13 per subscriber: per partition the fetch loop and kafka-go's reader blocked
+  in its fetch; for the group Next, the generation, the heartbeat, the partition watch and
+  the commit ticker) and 12-13 MB runtime metadata. Of the sampled
+  heap, kafka-go's bufio reader and writer of each connection (4,000 readers and 1,000
+  coordinators, 8 KB each) are 39 MB of 93 MB. What is left per subscriber is (277 - 65) /
+  900 to (295 - 67) / 900, 0.24-0.25 MB: a group member and four readers with their
+  connections. Going lower means
+  sharing one fetch per partition between subscribers, a different structure. On Apache
+  Kafka 4.4.0, at load averages of 17-32 (other helpers' three-broker fault suites beside
+  it), nine runs idled at 290-347 MB. All Ready took 14-26 s in the runs that followed another
+  P5 1k on the same broker, and 32-180 s in the first after the broker started (the table's
+  2m59.5s is one, at load 29-32: a MISS). With 32 or 64 start resolutions at once instead of
+  8 the times fell in the same ranges (106 s first; 30 s and 19 s after), so the limit is not
+  what holds them back. The old code, between two of those runs on the same warm broker, was
+  not all Ready after 3 min, at 374 MB.
+- **P5 (was a flake: a busy spin that CPU starvation makes long, not a stall).** Under load
+  averages of 10-14 P5 failed three times in five runs in an earlier change. Here, on the old
+  dispatcher (same harness) at load averages of 11-30, 6 runs of 8 fell short: 215-291
+  deliveries a second for 60-90 s where a passing run delivers the 20k in 3-10 s, with no gap
+  between deliveries over 1.7 s (slow, not stalled), up to 894 duplicates (groups had
+  rebalanced), and the process at 38-87% of a core, where a passing run of the new one
+  needs 20-58% for 7-33 times the rate. A 5 s CPU profile of one slow run
+  (` + "`-child-profiles`" + `, taken once the load has run 15 s) has 95% of its samples in kafka-go's
+  ` + "`Conn.waitResponse`" + ` and 82% in its ` + "`setConnReadDeadline`" + `, from the group coordinator
+  connection's users: the partition watch (37%), heartbeats (30%) and commits (28%). In
+  kafka-go v0.4.51 that connection serves those goroutines in turn; one whose response is not
+  next locks the read mutex, sets the read deadline, peeks the next response's size and
+  correlation id from its bufio.Reader, finds another goroutine's id, unlocks and loops. The
+  peek is served from the buffer, so the loop never blocks, and it takes the mutex again
+  before the woken owner gets a CPU: it spins until the scheduler preempts it (10 ms or more),
+  while the owner, and on a starved process the heartbeats of other groups, wait in the run
+  queue. Heartbeats late past the session timeout rebalance the group, which redelivers and
+  joins again: more work for the same CPU. The dialer's connection wrapper
+  (dispatcher/brokerwatch.go) now counts read deadlines set without a Read in between, yields
+  the CPU at the second and sleeps 50 us from the fourth, so the owner runs and takes the
+  mutex; ` + "`TestSpinningReaderYieldsToTheResponsesOwner`" + ` runs that loop on one CPU: the owner
+  gets the mutex after 4 turns, 27,625-101,016 without the yield. With the fixes P5 passed
+  all 7 runs interleaved with those of the old code, the load taking 2.8-10.3 s at 20-58% of
+  a core. The P5 load row now says how long the load took and the CPU the process used, and
+  a short run's error gives the rate, the longest gap and the CPU share. Not done: the fix
+  works around kafka-go from the one hook it offers (a fix in kafka-go would block on the
+  socket, or wait for the owner, instead of peeking again), and the broker watch still marks
+  a broker as not answering on any read that times out on a watched connection, including a
+  fetch whose deadline passed only because a starved process did not get a CPU in time: a
+  healthy broker can then be skipped for a probe interval.
 - **S1, S3 (` + "`make bench-scale`" + `, its own section below).** The local node has a mode that
   marks the pods of a component Ready without running them, as kwok does
   (` + "`LOCALSTACK_FAKE_PODS=dispatcher`" + `): 300 dispatcher processes at ~48 MB would not fit this

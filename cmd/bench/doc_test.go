@@ -83,3 +83,28 @@ func TestUpdateReplacesOnlyTheRunsRows(t *testing.T) {
 		t.Errorf("the Apache Kafka update must replace its P3 row and keep one section with one latency block:\n%s", got)
 	}
 }
+
+// A partial run replaces the provenance line of an earlier one only when it replaced all of
+// that run's rows.
+func TestUpdateKeepsTheProvenanceOfOtherRows(t *testing.T) {
+	doc := "# Benchmarks\n\n| id | what |\n|---|---|\n| P5 | five |\n| S2 | two |\n\n" +
+		provenancePrefix + "P5 (`go run ./cmd/bench -only P5 -update`): earlier\n" +
+		"\n## What each row measures\n\nprose\n" + apacheHeading + apacheBegin + "\n" + apacheEnd + "\n"
+	r := &runner{}
+	got, err := updateDocument(doc, []bench.Row{{ID: "S2", What: "two again"}}, r, false, provenancePrefix+"S2 (`go run ./cmd/bench -only S2 -update`): now")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"P5 (`go run ./cmd/bench -only P5 -update`): earlier", "S2 (`go run ./cmd/bench -only S2 -update`): now"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("lacks %q:\n%s", want, got)
+		}
+	}
+	got, err = updateDocument(got, []bench.Row{{ID: "P5", What: "five again"}}, r, false, provenancePrefix+"P5 (`go run ./cmd/bench -only P5 -update`): later")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(got, "): earlier") || !strings.Contains(got, "): later") || !strings.Contains(got, "S2 (`go run") {
+		t.Errorf("the P5 run must replace its own line and keep S2's:\n%s", got)
+	}
+}

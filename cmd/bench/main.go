@@ -39,7 +39,7 @@ func run() int {
 	only := flag.String("only", "", "comma-separated figures to run (P1, P2, P2K, P3, P4, P4B, P5, P5K, P6, P8, S2; P7 comes with P1 and P2); empty: all")
 	short := flag.Bool("short", false, "small event counts and processes, table on stdout only: proves the tool runs (make bench-short), figures not comparable")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run (the bench process, not P5's child) here")
-	childProfiles := flag.String("child-profiles", "", "directory where P5's dispatcher processes write heap and goroutine profiles and memstats when measured (idle; short of deliveries; not Ready)")
+	childProfiles := flag.String("child-profiles", "", "directory where P5's dispatcher processes write memstats, heap and goroutine profiles when measured (idle; short of deliveries; not Ready) and a CPU profile when the load runs long")
 	apache := flag.Bool("apache", false, "the run is on real Apache Kafka (KAFKA_BOOTSTRAP_SERVERS, KAFKA_VERSION; `make bench KAFKA=apache`): write only its table into the document's Apache Kafka section, no plot")
 	scale := flag.Bool("scale", false, "instead of the data-plane figures, the control plane at scale (S1, S3) on the local stack with faked dispatcher pods; needs `make build` (`make bench-scale`): writes only its own section of the document")
 	channels := flag.Int("channels", 300, "channels for -scale")
