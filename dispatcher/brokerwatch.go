@@ -220,6 +220,9 @@ type watchedConn struct {
 // The only hook into that loop is SetReadDeadline, called on every turn, so a repeated call
 // without a Read in between is the spin: it yields the CPU, and past spinSleepAfter turns it
 // sleeps, which lets the owner run, find the mutex held and claim it at the next unlock.
+// kafka-go's Conn.SetDeadline also sets the read deadline of a read in progress, from the
+// goroutine starting the next request: such calls count too, and pay a yield or a 50 us sleep
+// when several come during one blocked Read.
 const (
 	spinSleepAfter = 4
 	spinPause      = 50 * time.Microsecond
