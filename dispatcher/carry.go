@@ -85,7 +85,8 @@ func (s *subscription) carryDeadline(gs *genState) time.Time {
 // shouldCarry decides, as a generation ends, whether its partitions carry on: only when no
 // coordinator answers and the deadline leaves room.
 func (s *subscription) shouldCarry(ctx context.Context, gs *genState) (time.Time, bool) {
-	if ctx.Err() != nil || s.d.crashed.Load() {
+	// A generation that ended because a partition loop did is not carried: that loop is gone.
+	if ctx.Err() != nil || s.d.crashed.Load() || len(gs.exited) > 0 {
 		return time.Time{}, false
 	}
 	deadline := s.carryDeadline(gs)

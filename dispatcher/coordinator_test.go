@@ -175,6 +175,14 @@ func TestCoordinatorUnknownKeepsDelivering(t *testing.T) {
 		}
 		return nil
 	})
+	// What was delivered while carried is committed (in the old generation, or at the start
+	// of the new one), not delivered again.
+	got := s.ids()
+	for _, id := range during {
+		if got[id] > 1 {
+			t.Errorf("%s delivered %d times: carried offsets were not committed", id, got[id])
+		}
+	}
 }
 
 // delivery is one delivery seen by the subscriber: who made it, of which partition, when.

@@ -194,6 +194,14 @@ type genState struct {
 	carrying     atomic.Bool
 }
 
+// partExited records that a partition loop ended on its own; shouldCarry reads it.
+func (gs *genState) partExited() {
+	select {
+	case gs.exited <- struct{}{}:
+	default:
+	}
+}
+
 func newGenState(ctx context.Context, gen *kafka.Generation) *genState {
 	gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}, exited: make(chan struct{}, 1)}
 	gs.partsCtx, gs.stopParts = context.WithCancel(ctx)
@@ -249,10 +257,7 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 			defer gs.parts.Done()
 			s.consumePartition(gs, p, starts[p])
 			if gs.partsCtx.Err() == nil {
-				select {
-				case gs.exited <- struct{}{}:
-				default:
-				}
+				gs.partExited()
 			}
 		}()
 	}
@@ -291,8 +296,7 @@ func (s *subscription) commitUntilEnd(gctx context.Context, gs *genState) {
 		case <-gctx.Done():
 			return
 		case <-gs.exited:
-			// Put back for carry, which must not carry a partition that is not running.
-			gs.exited <- struct{}{}
+			gs.partExited()
 			return
 		case <-t.C:
 			if s.d.crashed.Load() {
