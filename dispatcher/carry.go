@@ -32,7 +32,13 @@ import (
 // The deadline is the send time of the last heartbeat answered without error + min(session
 // timeout, rebalance timeout) - carryMargin: the coordinator counts the session from a
 // heartbeat it received, which is after it was sent, and a rebalance started after that
-// answer cannot time this member out sooner. Past it another member may own the partition, and
+// answer cannot time this member out sooner. A heartbeat answered COORDINATOR_LOAD_IN_PROGRESS
+// moves the deadline on the same way: the broker answering is the group's new coordinator, still
+// reading the group from its log, and a coordinator that has loaded a group starts every
+// member's session afresh and can start no rebalance before; so the member is safe until the
+// bound counted from the load's end, which is after that answer. (The old coordinator cannot
+// hand the partitions out meanwhile: a rebalance's assignment reaches members only once it is
+// written to the group's log, whose leader it no longer is.) Past it another member may own the partition, and
 // ordered delivery must never have two deliverers. Offsets handled while carrying that could
 // not be committed are kept and committed in the next generation if this member is assigned the
 // partition again; otherwise the partition's next owner redelivers them (at-least-once).
@@ -78,8 +84,19 @@ func (s *subscription) carryDeadline(gs *genState) time.Time {
 	if at == 0 {
 		return time.Time{}
 	}
-	cfg := s.d.cfg
-	return time.Unix(0, at).Add(min(cfg.SessionTimeout, cfg.RebalanceTimeout) - carryMargin)
+	return time.Unix(0, at).Add(s.carryBound())
+}
+
+// carryBound is how long after a heartbeat the coordinator answered the member is still sure to
+// own its partitions.
+func (s *subscription) carryBound() time.Duration {
+	return min(s.d.cfg.SessionTimeout, s.d.cfg.RebalanceTimeout) - carryMargin
+}
+
+// extendsCarry tells a heartbeat answer that moves the carry deadline to its send time +
+// carryBound: the new coordinator is loading the group (see above).
+func extendsCarry(err error) bool {
+	return errors.Is(err, kafka.GroupLoadInProgress)
 }
 
 // shouldCarry decides, as a generation ends, whether its partitions carry on: only when no
@@ -93,9 +110,13 @@ func (s *subscription) shouldCarry(ctx context.Context, gs *genState) (time.Time
 	if time.Until(deadline) <= 0 {
 		return deadline, false
 	}
+	sent := time.Now()
 	err := s.hb.beat(ctx, gs.gen.ID, gs.gen.MemberID)
 	if !errors.Is(err, errNoCoordinator) {
 		return deadline, false
+	}
+	if extendsCarry(err) {
+		deadline = later(deadline, sent.Add(s.carryBound()))
 	}
 	s.log.Info("no group coordinator answers: carrying on with the assigned partitions", "generation", gs.gen.ID,
 		"until", deadline.UTC().Format(time.RFC3339Nano), "error", s.d.cfg.Explain(err).Error())
@@ -118,7 +139,7 @@ func (s *subscription) carry(ctx context.Context, gs *genState, deadline time.Ti
 			s.carryMu.Unlock()
 			close(done)
 		}()
-		why := s.carryUntil(ctx, gs, deadline)
+		why := s.carryUntil(ctx, gs, &deadline)
 		// The drain (DrainTimeout) must not outlast the deadline either.
 		abandon := time.AfterFunc(time.Until(deadline), gs.abandonAll)
 		defer abandon.Stop()
@@ -127,11 +148,12 @@ func (s *subscription) carry(ctx context.Context, gs *genState, deadline time.Ti
 	}()
 }
 
-// carryUntil waits until carrying must end and says why.
-func (s *subscription) carryUntil(ctx context.Context, gs *genState, deadline time.Time) string {
+// carryUntil waits until carrying must end and says why; it moves deadline on when the new
+// coordinator answers that it is loading the group.
+func (s *subscription) carryUntil(ctx context.Context, gs *genState, deadline *time.Time) string {
 	t := time.NewTicker(ownHeartbeatInterval)
 	defer t.Stop()
-	dl := time.NewTimer(time.Until(deadline))
+	dl := time.NewTimer(time.Until(*deadline))
 	defer dl.Stop()
 	for {
 		select {
@@ -140,17 +162,34 @@ func (s *subscription) carryUntil(ctx context.Context, gs *genState, deadline ti
 		case <-gs.exited:
 			return "a partition loop ended"
 		case <-dl.C:
+			if time.Until(*deadline) > 0 {
+				dl.Reset(time.Until(*deadline))
+				continue
+			}
 			gs.abandonAll()
 			return "deadline: another member may own the partitions from now on"
 		case <-t.C:
 		}
-		if err := s.hb.beat(ctx, gs.gen.ID, gs.gen.MemberID); !errors.Is(err, errNoCoordinator) {
+		sent := time.Now()
+		err := s.hb.beat(ctx, gs.gen.ID, gs.gen.MemberID)
+		if !errors.Is(err, errNoCoordinator) {
 			if err == nil {
 				return "the coordinator answers"
 			}
 			return "the coordinator answers: " + err.Error()
 		}
+		if extendsCarry(err) && sent.Add(s.carryBound()).After(*deadline) {
+			*deadline = sent.Add(s.carryBound())
+			s.log.V(1).Info("the new group coordinator is loading the group: carrying on", "until", deadline.UTC().Format(time.RFC3339Nano))
+		}
 	}
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // carryingErr is errCarrying while the member carries partitions.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/binding"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
@@ -332,5 +333,56 @@ func TestCoordinatorUnknownOrderedNeverTwoDeliverers(t *testing.T) {
 		t.Fatalf("partition %s delivered by two members at once: %s %s-%s and %s %s-%s", x.partition,
 			x.member, x.start.Format("15:04:05.000"), x.end.Format("15:04:05.000"),
 			y.member, y.start.Format("15:04:05.000"), y.end.Format("15:04:05.000"))
+	}
+}
+
+// A new coordinator still loading the group answers COORDINATOR_LOAD_IN_PROGRESS; once loaded
+// it starts every member's session afresh, so the member may carry on past the bound counted
+// from its last answered heartbeat (carry.go). Here every heartbeat is answered so for 10 s,
+// twice the 5 s bound of the 6 s session.
+func TestCoordinatorLoadingExtendsTheCarry(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("injects faults into the in-process broker")
+	}
+	if testing.Short() {
+		t.Skip("waits through a coordinator outage")
+	}
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 2)
+	s := newSink(t, nil)
+	rd := e.start(nil) // session and rebalance timeouts 6 s: the bound is 5 s
+	sp := sub("uid", 1, s.URL)
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
+	rd.waitReady(t, sp)
+	s.waitIDs(t, append(e.produce(0, 5), e.produce(1, 5)...), 10*time.Second)
+
+	const loading = 10 * time.Second
+	var loadingSince atomic.Int64
+	k.Cluster.ControlKey(int16(kmsg.Heartbeat), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		loadingSince.CompareAndSwap(0, time.Now().UnixNano())
+		if time.Since(time.Unix(0, loadingSince.Load())) >= loading {
+			return nil, nil, false
+		}
+		res := r.(*kmsg.HeartbeatRequest).ResponseKind().(*kmsg.HeartbeatResponse)
+		res.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+		return res, nil, true
+	})
+	poll.Eventually(t, 10*time.Second, "a heartbeat answered", func() error {
+		if loadingSince.Load() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	// Past the 5 s bound, still inside the load: delivered while carried.
+	time.Sleep(6500 * time.Millisecond)
+	late := append(e.produce(0, 5), e.produce(1, 5)...)
+	if left := loading - time.Since(time.Unix(0, loadingSince.Load())) - 500*time.Millisecond; left > 0 {
+		s.waitIDs(t, late, left)
+	} else {
+		t.Fatal("the machine is too slow to produce within the load")
+	}
+	if c, _ := metricValue(t, rd, MetricCarries, nil); c < 1 {
+		t.Errorf("%s = %v, want at least 1", MetricCarries, c)
 	}
 }

@@ -111,7 +111,8 @@ func (h *ownHeartbeat) connect(ctx context.Context) error {
 		return err
 	}
 	if res.Error != nil {
-		return res.Error
+		// Not wrapped: only the coordinator's own answers tell anything about the group.
+		return fmt.Errorf("finding the coordinator: %v", res.Error)
 	}
 	if res.Coordinator == nil || res.Coordinator.NodeID < 0 {
 		return errors.New("the broker named no coordinator")
