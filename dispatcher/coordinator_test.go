@@ -2,10 +2,18 @@ package dispatcher
 
 import (
 	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/binding"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/kafkachannel/kafkachannel/api/v1beta1"
@@ -44,34 +52,337 @@ func TestCoordinatorLostRejoinsWithoutWaitingForTheOldMember(t *testing.T) {
 	group := map[string]string{"consumer": naming.GroupID(testNS, e.name, sp.UID)}
 	gensBefore, _ := metricValue(t, rd, MetricGenerations, group)
 
-	// The coordinator "dies": the next heartbeat's connection is closed, and for the next 2 s no
-	// broker names a reachable coordinator (the window before another broker takes over).
-	var lostAt atomic.Int64
-	k.Cluster.ControlKey(int16(kmsg.FindCoordinator), func(kmsg.Request) (kmsg.Response, error, bool) {
-		k.Cluster.KeepControl()
-		at := lostAt.Load()
-		if at != 0 && time.Since(time.Unix(0, at)) < 2*time.Second {
-			return nil, errors.New("coordinator unreachable"), true
-		}
-		return nil, nil, false
-	})
-	k.Cluster.ControlKey(int16(kmsg.Heartbeat), func(kmsg.Request) (kmsg.Response, error, bool) {
-		lostAt.Store(time.Now().UnixNano())
-		return nil, errors.New("coordinator died"), true
-	})
-
+	// The coordinator "dies": heartbeats' connections are closed, and for the next 2 s no broker
+	// names a reachable coordinator (the window before another broker takes over).
+	lost := loseCoordinator(k, 2*time.Second, 2*time.Second, nil)
 	poll.Eventually(t, 10*time.Second, "a heartbeat refused", func() error {
-		if lostAt.Load() == 0 {
+		if lost.Load() == 0 {
 			return errors.New("no heartbeat yet")
 		}
 		return nil
 	})
 
-	// Delivery resumes in a new generation, long before the old member's 40 s run out.
+	// A new generation, long before the old member's 40 s run out (the partitions are carried
+	// meanwhile, so delivering alone would not show it), and delivery in it.
+	poll.Eventually(t, 15*time.Second, "a new generation", func() error {
+		if gens, _ := metricValue(t, rd, MetricGenerations, group); gens <= gensBefore {
+			return fmt.Errorf("generations %v, want more than %v", gens, gensBefore)
+		}
+		return nil
+	})
 	ids = append(ids, e.produce(0, 5)...)
 	ids = append(ids, e.produce(1, 5)...)
-	s.waitIDs(t, ids, 15*time.Second)
-	if gens, _ := metricValue(t, rd, MetricGenerations, group); gens <= gensBefore {
-		t.Fatalf("delivered without a new generation (%v -> %v): the fault did not end the generation", gensBefore, gens)
+	s.waitIDs(t, ids, 10*time.Second)
+}
+
+// loseCoordinator makes the group coordinator unavailable from the next heartbeat on: for
+// findFor no broker names a coordinator (FindCoordinator's connection is closed), and for
+// beatFor heartbeats' connections are closed, all of them or, with victim, only those of the
+// member victim picks (it is given each heartbeat's member id, the first call deciding). It
+// returns when the outage began (UnixNano, 0 until the first heartbeat).
+func loseCoordinator(k *kafkatest.Kafka, findFor, beatFor time.Duration, victim func(member string) bool) *atomic.Int64 {
+	var lostAt atomic.Int64
+	within := func(d time.Duration) bool {
+		at := lostAt.Load()
+		return at != 0 && time.Since(time.Unix(0, at)) < d
+	}
+	k.Cluster.ControlKey(int16(kmsg.FindCoordinator), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		if within(findFor) {
+			return nil, errors.New("coordinator unreachable"), true
+		}
+		return nil, nil, false
+	})
+	var mu sync.Mutex
+	picked := ""
+	k.Cluster.ControlKey(int16(kmsg.Heartbeat), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		member := r.(*kmsg.HeartbeatRequest).MemberID
+		mu.Lock()
+		defer mu.Unlock()
+		if victim != nil {
+			if picked == "" && victim(member) {
+				picked = member
+			}
+			if member != picked {
+				return nil, nil, false
+			}
+		}
+		lostAt.CompareAndSwap(0, time.Now().UnixNano())
+		if within(beatFor) {
+			return nil, errors.New("coordinator died"), true
+		}
+		return nil, nil, false
+	})
+	return &lostAt
+}
+
+// While no coordinator answers, the partitions' leaders are alive and events keep coming:
+// the member goes on delivering them (carry.go) instead of waiting for the group to rejoin.
+func TestCoordinatorUnknownKeepsDelivering(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("injects faults into the in-process broker")
+	}
+	if testing.Short() {
+		t.Skip("waits through a coordinator outage")
+	}
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 2)
+	s := newSink(t, nil)
+	// The session and rebalance timeouts bound carrying (29 s here), well past the outage.
+	rd := e.start(func(c *Config) {
+		c.SessionTimeout = 30 * time.Second
+		c.RebalanceTimeout = 30 * time.Second
+	})
+	sp := sub("uid", 1, s.URL)
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
+	rd.waitReady(t, sp)
+	ids := append(e.produce(0, 5), e.produce(1, 5)...)
+	s.waitIDs(t, ids, 10*time.Second)
+	group := map[string]string{"consumer": naming.GroupID(testNS, e.name, sp.UID)}
+	gensBefore, _ := metricValue(t, rd, MetricGenerations, group)
+
+	const outage = 12 * time.Second
+	lost := loseCoordinator(k, outage, outage, nil)
+	poll.Eventually(t, 10*time.Second, "a heartbeat refused", func() error {
+		if lost.Load() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	// kafka-go has ended the generation by now (its heartbeat failed).
+	time.Sleep(500 * time.Millisecond)
+	during := append(e.produce(0, 10), e.produce(1, 10)...)
+	if left := outage - time.Since(time.Unix(0, lost.Load())) - time.Second; left > 0 {
+		s.waitIDs(t, during, left)
+	} else {
+		t.Fatal("the machine is too slow to produce within the outage")
+	}
+	if c, _ := metricValue(t, rd, MetricCarries, group); c < 1 {
+		t.Errorf("%s = %v, want at least 1", MetricCarries, c)
+	}
+	if gens, _ := metricValue(t, rd, MetricGenerations, group); gens != gensBefore {
+		t.Errorf("a new generation (%v -> %v) during the outage: nothing answered for the group", gensBefore, gens)
+	}
+
+	// After the outage the group joins again and goes on.
+	ids = append(ids, during...)
+	ids = append(ids, e.produce(0, 5)...)
+	ids = append(ids, e.produce(1, 5)...)
+	s.waitIDs(t, ids, outage+15*time.Second)
+	poll.Eventually(t, 15*time.Second, "a new generation", func() error {
+		if gens, _ := metricValue(t, rd, MetricGenerations, group); gens <= gensBefore {
+			return fmt.Errorf("generations %v, want more than %v", gens, gensBefore)
+		}
+		return nil
+	})
+	// What was delivered while carried is committed (in the old generation, or at the start
+	// of the new one), not delivered again.
+	got := s.ids()
+	for _, id := range during {
+		if got[id] > 1 {
+			t.Errorf("%s delivered %d times: carried offsets were not committed", id, got[id])
+		}
+	}
+}
+
+// delivery is one delivery seen by the subscriber: who made it, of which partition, when.
+type delivery struct {
+	member     string
+	partition  string
+	start, end time.Time
+}
+
+// deliveryLog is a subscriber that records the span of each delivery per member (the path of
+// the URL each member was given).
+type deliveryLog struct {
+	mu   sync.Mutex
+	all  []delivery
+	seen map[string]bool
+}
+
+func (l *deliveryLog) serve(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	ev, err := binding.ToEvent(r.Context(), cehttp.NewMessageFromHttpRequest(r))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	// Long enough for deliveries to overlap if two members deliver a partition at once.
+	time.Sleep(20 * time.Millisecond)
+	part, _, _ := strings.Cut(ev.ID(), "-")
+	l.mu.Lock()
+	l.all = append(l.all, delivery{member: r.URL.Path, partition: part, start: start, end: time.Now()})
+	l.seen[ev.ID()] = true
+	l.mu.Unlock()
+	w.WriteHeader(http.StatusAccepted)
+}
+
+// overlap returns a partition's deliveries by two members at once, if any.
+func (l *deliveryLog) overlap() (delivery, delivery, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i, a := range l.all {
+		for _, b := range l.all[i+1:] {
+			if a.partition == b.partition && a.member != b.member && a.start.Before(b.end) && b.start.Before(a.end) {
+				return a, b, true
+			}
+		}
+	}
+	return delivery{}, delivery{}, false
+}
+
+func (l *deliveryLog) missing(ids []string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, id := range ids {
+		if !l.seen[id] {
+			n++
+		}
+	}
+	return n
+}
+
+// A member carries its partitions only while no other member can own them: when its
+// coordinator stays unreachable for it past its session, the group moves its partitions to
+// the other member, and an ordered channel must never have two members delivering one
+// partition at the same time.
+func TestCoordinatorUnknownOrderedNeverTwoDeliverers(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("injects faults into the in-process broker")
+	}
+	if testing.Short() {
+		t.Skip("waits through a coordinator outage")
+	}
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 2)
+	log := &deliveryLog{seen: map[string]bool{}}
+	srv := httptest.NewServer(http.HandlerFunc(log.serve))
+	t.Cleanup(srv.Close)
+	// One group (the uid), a URL per member so the subscriber tells them apart.
+	spA, spB := sub("uid", 1, srv.URL+"/a"), sub("uid", 1, srv.URL+"/b")
+	a, b := e.start(nil), e.start(nil) // session and rebalance timeouts 6 s
+	a.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{spA}})
+	a.waitReady(t, spA)
+	b.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{spB}})
+	b.waitReady(t, spB)
+
+	var ids []string
+	var idsMu sync.Mutex
+	stop := make(chan struct{})
+	produced := make(chan struct{})
+	go func() {
+		defer close(produced)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			batch := append(e.produce(0, 1), e.produce(1, 1)...)
+			idsMu.Lock()
+			ids = append(ids, batch...)
+			idsMu.Unlock()
+		}
+	}()
+	// Both members own a partition before the fault.
+	poll.Eventually(t, 30*time.Second, "both members delivering", func() error {
+		log.mu.Lock()
+		defer log.mu.Unlock()
+		members := map[string]bool{}
+		for _, d := range log.all {
+			members[d.member] = true
+		}
+		if len(members) < 2 {
+			return fmt.Errorf("deliveries by %v", members)
+		}
+		return nil
+	})
+
+	// No broker names a coordinator for 9 s (longer than the 6 s session); one member's
+	// heartbeats fail for 3 s more, so it still sees no coordinator when the other has taken
+	// its partition over.
+	const findFor, beatFor = 9 * time.Second, 12 * time.Second
+	lost := loseCoordinator(k, findFor, beatFor, func(string) bool { return true })
+	poll.Eventually(t, 10*time.Second, "a heartbeat refused", func() error {
+		if lost.Load() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	time.Sleep(beatFor + 5*time.Second)
+	close(stop)
+	<-produced
+
+	idsMu.Lock()
+	all := append([]string(nil), ids...)
+	idsMu.Unlock()
+	poll.Eventually(t, 30*time.Second, "every event delivered", func() error {
+		if n := log.missing(all); n > 0 {
+			return fmt.Errorf("%d of %d events missing", n, len(all))
+		}
+		return nil
+	})
+	carriedA, _ := metricValue(t, a, MetricCarries, nil)
+	carriedB, _ := metricValue(t, b, MetricCarries, nil)
+	if carriedA+carriedB < 1 {
+		t.Errorf("no member carried its partition: the fault did not leave one without a coordinator")
+	}
+	if x, y, ok := log.overlap(); ok {
+		t.Fatalf("partition %s delivered by two members at once: %s %s-%s and %s %s-%s", x.partition,
+			x.member, x.start.Format("15:04:05.000"), x.end.Format("15:04:05.000"),
+			y.member, y.start.Format("15:04:05.000"), y.end.Format("15:04:05.000"))
+	}
+}
+
+// A new coordinator still loading the group answers COORDINATOR_LOAD_IN_PROGRESS; once loaded
+// it starts every member's session afresh, so the member may carry on past the bound counted
+// from its last answered heartbeat (carry.go). Here every heartbeat is answered so for 10 s,
+// twice the 5 s bound of the 6 s session.
+func TestCoordinatorLoadingExtendsTheCarry(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("injects faults into the in-process broker")
+	}
+	if testing.Short() {
+		t.Skip("waits through a coordinator outage")
+	}
+	k := kafkatest.Start(t)
+	e := newEnv(t, k, 2)
+	s := newSink(t, nil)
+	rd := e.start(nil) // session and rebalance timeouts 6 s: the bound is 5 s
+	sp := sub("uid", 1, s.URL)
+	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
+	rd.waitReady(t, sp)
+	s.waitIDs(t, append(e.produce(0, 5), e.produce(1, 5)...), 10*time.Second)
+
+	const loading = 10 * time.Second
+	var loadingSince atomic.Int64
+	k.Cluster.ControlKey(int16(kmsg.Heartbeat), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		loadingSince.CompareAndSwap(0, time.Now().UnixNano())
+		if time.Since(time.Unix(0, loadingSince.Load())) >= loading {
+			return nil, nil, false
+		}
+		res := r.(*kmsg.HeartbeatRequest).ResponseKind().(*kmsg.HeartbeatResponse)
+		res.ErrorCode = kerr.CoordinatorLoadInProgress.Code
+		return res, nil, true
+	})
+	poll.Eventually(t, 10*time.Second, "a heartbeat answered", func() error {
+		if loadingSince.Load() == 0 {
+			return errors.New("no heartbeat yet")
+		}
+		return nil
+	})
+	// Past the 5 s bound, still inside the load: delivered while carried.
+	time.Sleep(6500 * time.Millisecond)
+	late := append(e.produce(0, 5), e.produce(1, 5)...)
+	if left := loading - time.Since(time.Unix(0, loadingSince.Load())) - 500*time.Millisecond; left > 0 {
+		s.waitIDs(t, late, left)
+	} else {
+		t.Fatal("the machine is too slow to produce within the load")
+	}
+	if c, _ := metricValue(t, rd, MetricCarries, nil); c < 1 {
+		t.Errorf("%s = %v, want at least 1", MetricCarries, c)
 	}
 }

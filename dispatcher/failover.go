@@ -47,7 +47,11 @@ var staleBackoff = wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Cap
 // It leaves only while the group is PreparingRebalance, i.e. once some member's join is
 // waiting: leaving before that would empty a one-member group, and a join into an empty group
 // waits group.initial.rebalance.delay.ms (3 s by default) for more members.
+//
+// While the member's partitions are carried (carry.go) the old member must stay: removing it
+// would let the rebalance hand them to another member while this one still delivers them.
 func (s *subscription) leaveStale(ctx context.Context, member string) {
+	s.waitCarry(ctx)
 	ctx, cancel := context.WithTimeout(ctx, staleMemberPatience)
 	defer cancel()
 	s.log.V(1).Info("watching for a rejoin held up by this process's previous member", "member", member)

@@ -18,6 +18,7 @@ const (
 	MetricLag          = "kafkachannel_dispatcher_consumer_lag"
 	MetricReady        = "kafkachannel_dispatcher_subscriber_ready"
 	MetricGenerations  = "kafkachannel_dispatcher_group_generations_total"
+	MetricCarries      = "kafkachannel_dispatcher_coordinator_carries_total"
 )
 
 type metrics struct {
@@ -32,6 +33,7 @@ type metrics struct {
 	lag          *prometheus.GaugeVec     // consumer, partition, topic
 	ready        *prometheus.GaugeVec     // consumer
 	generations  *prometheus.CounterVec   // consumer
+	carries      *prometheus.CounterVec   // consumer
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -82,8 +84,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: MetricGenerations,
 			Help: "Consumer group generations this replica joined: one per rebalance it took part in; a steady climb means rebalances cascade.",
 		}, []string{"consumer"}),
+		carries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: MetricCarries,
+			Help: "Generations whose partitions this replica went on delivering after they ended because no group coordinator answered.",
+		}, []string{"consumer"}),
 	}
-	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready, m.generations} {
+	for _, c := range []prometheus.Collector{m.consumed, m.deliveries, m.retries, m.deadLettered, m.discarded, m.lost, m.latency, m.eventLatency, m.lag, m.ready, m.generations, m.carries} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -105,4 +111,5 @@ func (m *metrics) forget(consumer string) {
 	m.lag.DeletePartialMatch(l)
 	m.ready.DeletePartialMatch(l)
 	m.generations.DeletePartialMatch(l)
+	m.carries.DeletePartialMatch(l)
 }

@@ -29,6 +29,17 @@ type subscription struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// ctx is the member's run context; hb its own heartbeat (carry.go).
+	ctx context.Context
+	hb  *ownHeartbeat
+
+	carryMu sync.Mutex
+	// carryDone is open while a generation's partitions are carried (carry.go).
+	carryDone chan struct{}
+	// carried is the handled prefix of partitions carried past their generation whose final
+	// commit failed, for the next generation.
+	carried map[int]int64
 }
 
 func (d *Dispatcher) newSubscription(cfg *subConfig) *subscription {
@@ -77,10 +88,12 @@ func (s *subscription) stop() {
 
 func (s *subscription) run(ctx context.Context) {
 	cfg := s.d.cfg
+	s.ctx = ctx
+	s.hb = newOwnHeartbeat(s.group, cfg.Dialer, s.newGroupClient)
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                s.group,
 		Brokers:           cfg.Brokers,
-		Dialer:            cfg.Dialer,
+		Dialer:            s.groupDialer(cfg.Dialer),
 		Topics:            []string{cfg.Topic},
 		HeartbeatInterval: cfg.HeartbeatInterval,
 		SessionTimeout:    cfg.SessionTimeout,
@@ -98,6 +111,7 @@ func (s *subscription) run(ctx context.Context) {
 		return
 	}
 	var leavers sync.WaitGroup
+	defer s.hb.stop()
 	defer leavers.Wait() // after Close: ctx has ended, so they return at once
 	defer func() {
 		// Close ends the current generation (partitions drain and commit) and leaves the group.
@@ -105,6 +119,8 @@ func (s *subscription) run(ctx context.Context) {
 			s.log.Error(err, "leaving consumer group")
 		}
 	}()
+	// Partitions carried past their generation stop at once as ctx has ended.
+	defer s.waitCarry(context.Background())
 	// member is the id kafka-go holds for this process in the group, as of its last generation.
 	var member string
 	var lastJoinErr string
@@ -128,8 +144,9 @@ func (s *subscription) run(ctx context.Context) {
 				}(member)
 				member = ""
 			}
-			// kafka-go retries every JoinGroupBackoff: the same error again is logged at debug.
-			if msg := cfg.Explain(err).Error(); msg != lastJoinErr {
+			// kafka-go retries every JoinGroupBackoff: the same error again is logged at debug,
+			// and so is the group's waiting for carried partitions (carry.go).
+			if msg := cfg.Explain(err).Error(); msg != lastJoinErr && !errors.Is(err, errCarrying) {
 				s.log.Info("joining consumer group failed, retrying", "error", msg)
 				lastJoinErr = msg
 			} else {
@@ -143,7 +160,7 @@ func (s *subscription) run(ctx context.Context) {
 		member, lastJoinErr = gen.MemberID, ""
 		s.log.Info("joined consumer group", "generation", gen.ID, "member", gen.MemberID, "assignments", gen.Assignments[cfg.Topic])
 		s.d.metrics.generations.WithLabelValues(s.group).Inc()
-		gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}}
+		gs := newGenState(ctx, gen)
 		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gs) })
 	}
 }
@@ -159,20 +176,59 @@ type genState struct {
 	mu        sync.Mutex // serialises commits so a committed offset never goes backwards
 	committed map[int]int64
 	trackers  map[int]*tracker
+
+	// The partition loops fetch until stopParts and deliver until abandonAll; they outlive
+	// the generation when they are carried (carry.go).
+	partsCtx   context.Context
+	stopParts  context.CancelFunc
+	delivCtx   context.Context
+	abandonAll context.CancelFunc
+	parts      sync.WaitGroup
+	// exited is signalled by a partition loop that ended on its own.
+	exited chan struct{}
+
+	// lastAnswered is the send time (UnixNano) of the member's last own heartbeat the
+	// coordinator answered without error; carrying is set once the generation has ended
+	// and its partitions are carried.
+	lastAnswered atomic.Int64
+	carrying     atomic.Bool
+}
+
+// partExited records that a partition loop ended on its own; shouldCarry reads it.
+func (gs *genState) partExited() {
+	select {
+	case gs.exited <- struct{}{}:
+	default:
+	}
+}
+
+func newGenState(ctx context.Context, gen *kafka.Generation) *genState {
+	gs := &genState{gen: gen, committed: map[int]int64{}, trackers: map[int]*tracker{}, exited: make(chan struct{}, 1)}
+	gs.partsCtx, gs.stopParts = context.WithCancel(ctx)
+	// Deliveries outlive the fetching by up to DrainTimeout, so they get their own context.
+	gs.delivCtx, gs.abandonAll = context.WithCancel(context.Background())
+	return gs
 }
 
 // runGeneration resolves start positions, starts one loop per assigned partition, reports
-// readiness and commits periodically until the generation ends.
+// readiness and commits periodically until the generation ends; then the partitions drain
+// and commit, or are carried (carry.go).
 func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 	topic := s.d.cfg.Topic
 	assigned := gs.gen.Assignments[topic]
 	starts := map[int]int64{}
+	committed := map[int]int64{}
+	carried := s.takeCarried()
 	var unresolved []int
 	for _, a := range assigned {
 		if a.Offset < 0 {
 			unresolved = append(unresolved, a.ID)
-		} else {
-			starts[a.ID] = a.Offset
+			continue
+		}
+		committed[a.ID], starts[a.ID] = a.Offset, a.Offset
+		// Handled while carried and not committed: the first commit tick commits it.
+		if c, ok := carried[a.ID]; ok && c > a.Offset {
+			starts[a.ID] = c
 		}
 	}
 	if len(unresolved) > 0 {
@@ -180,22 +236,51 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 		// from the group's committed offsets now (see there).
 		resolved, err := retry(gctx, func() (map[int]int64, error) { return s.startsOf(gctx, gs, unresolved) })
 		if err != nil {
+			gs.release()
 			return
 		}
 		for p, o := range resolved {
-			starts[p] = o
+			committed[p], starts[p] = o, o
 		}
 	}
 	gs.mu.Lock()
 	for p, o := range starts {
-		gs.committed[p] = o
+		gs.committed[p] = committed[p]
 		gs.trackers[p] = newTracker(o)
 	}
 	gs.mu.Unlock()
+	beating := s.heartbeats(gctx, gs)
 	for _, a := range assigned {
 		p := a.ID
-		gs.gen.Start(func(pctx context.Context) { s.consumePartition(pctx, gs, p, starts[p]) })
+		gs.parts.Add(1)
+		go func() {
+			defer gs.parts.Done()
+			s.consumePartition(gs, p, starts[p])
+			if gs.partsCtx.Err() == nil {
+				gs.partExited()
+			}
+		}()
 	}
+	s.commitUntilEnd(gctx, gs)
+	<-beating
+	if deadline, ok := s.shouldCarry(s.ctx, gs); ok {
+		s.carry(s.ctx, gs, deadline)
+		return
+	}
+	gs.release()
+}
+
+// release stops the generation's partition loops and waits for them: they drain, commit and
+// end.
+func (gs *genState) release() {
+	gs.stopParts()
+	gs.parts.Wait()
+	gs.abandonAll()
+}
+
+// commitUntilEnd reports readiness and commits every CommitInterval until the generation
+// ends or a partition loop ends on its own (which ends the generation).
+func (s *subscription) commitUntilEnd(gctx context.Context, gs *genState) {
 	if !s.ready.Load() {
 		if _, err := retry(gctx, func() (struct{}, error) { return struct{}{}, s.checkAllCommitted(gctx) }); err != nil {
 			return
@@ -209,6 +294,9 @@ func (s *subscription) runGeneration(gctx context.Context, gs *genState) {
 	for {
 		select {
 		case <-gctx.Done():
+			return
+		case <-gs.exited:
+			gs.partExited()
 			return
 		case <-t.C:
 			if s.d.crashed.Load() {
@@ -365,7 +453,7 @@ func (s *subscription) commit(gs *genState, p int) error {
 		}
 	}
 	if len(offs) > 0 {
-		if err := gs.gen.CommitOffsets(map[string]map[int]int64{s.d.cfg.Topic: offs}); err != nil {
+		if err := s.commitOffsets(gs, offs); err != nil {
 			return fmt.Errorf("committing offsets of group %s: %w", s.group, err)
 		}
 		for part, o := range offs {
@@ -386,9 +474,11 @@ func (s *subscription) commit(gs *genState, p int) error {
 }
 
 // consumePartition fetches one partition and hands records to deliveries, at most one in
-// flight (ordered) or MaxInFlight (unordered, and ordered-by-key with one per key: keyQueues). When the generation ends it stops fetching,
-// lets deliveries finish within DrainTimeout, abandons the rest and commits what is done.
-func (s *subscription) consumePartition(gctx context.Context, gs *genState, p int, start int64) {
+// flight (ordered) or MaxInFlight (unordered, and ordered-by-key with one per key: keyQueues).
+// When it is stopped (gs.stopParts) it stops fetching, lets deliveries finish within
+// DrainTimeout, abandons the rest and commits what is done.
+func (s *subscription) consumePartition(gs *genState, p int, start int64) {
+	gctx := gs.partsCtx
 	cfg := s.d.cfg
 	log := s.log.WithValues("partition", p)
 	order := s.cfg.Load().order
@@ -410,8 +500,7 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 	if order == orderKey {
 		keys = &keyQueues{waiting: map[string][]queued{}}
 	}
-	// Deliveries outlive the generation by up to DrainTimeout, so they get their own context.
-	dctx, abandon := context.WithCancel(context.Background())
+	dctx, abandon := context.WithCancel(gs.delivCtx)
 	defer abandon()
 	slots := make(chan struct{}, window)
 	var inflight sync.WaitGroup
@@ -421,6 +510,9 @@ func (s *subscription) consumePartition(gctx context.Context, gs *genState, p in
 		// The partition's next owner (maybe this member again) reports its lag from now on;
 		// without its tracker no later commit tick sets the series again.
 		gs.mu.Lock()
+		if next := tr.committable(); gs.carrying.Load() && next > gs.committed[p] {
+			s.keepCarried(p, next)
+		}
 		delete(gs.trackers, p)
 		s.d.metrics.lag.DeleteLabelValues(s.group, partLabel, cfg.Topic)
 		gs.mu.Unlock()
@@ -504,7 +596,7 @@ fetch:
 		<-drained
 	}
 	if err := s.commit(gs, p); err != nil {
-		log.Info("final commit failed; uncommitted events will be redelivered", "error", cfg.Explain(err).Error())
+		log.Info("final commit failed; uncommitted events will be redelivered unless this member owns the partition next", "error", cfg.Explain(err).Error())
 	}
 }
 

@@ -495,7 +495,10 @@ func writeFailure(err error, timeout time.Duration, kc *kafkaconn.Config) (int, 
 	case errors.As(err, &tooLarge), errors.Is(err, kafka.MessageSizeTooLarge), errors.Is(err, kafka.RecordListTooLarge):
 		return http.StatusRequestEntityTooLarge, fmt.Sprintf("Kafka refused the event as too large: %v", err)
 	case errors.Is(err, kafka.UnknownTopicOrPartition):
-		return http.StatusServiceUnavailable, fmt.Sprintf("the channel's topic does not exist in Kafka: %v", err)
+		// Only the view of the broker that answered: the channel is ready, so the topic was
+		// created; a broker that just started, or one cut off from a controller quorum that lost
+		// its majority, answers this for a topic that is there.
+		return http.StatusServiceUnavailable, fmt.Sprintf("the Kafka broker that answered does not know the channel's topic (its own view, e.g. while the cluster has no controller quorum; retry): %v", err)
 	case errors.Is(err, kafkaconn.ErrAuthentication), errors.Is(explained, kafkaconn.ErrAuthentication):
 		return http.StatusServiceUnavailable, fmt.Sprintf("writing to Kafka: %v", explained)
 	case errors.As(err, &kerr):
