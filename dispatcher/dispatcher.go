@@ -210,6 +210,8 @@ type Dispatcher struct {
 	started bool
 	// admin holds a slot per subscriber resolving its start offsets (adminSlot).
 	admin chan struct{}
+	// lookups holds a slot per own heartbeat looking its coordinator up (coordinatorSlot).
+	lookups chan struct{}
 
 	// crashed makes partitions stop without their final commit (tests simulate a crash).
 	crashed atomic.Bool
@@ -277,6 +279,7 @@ func New(cfg Config) (*Dispatcher, error) {
 		wake:    make(chan struct{}, 1),
 		changed: make(chan struct{}, 1),
 		admin:   make(chan struct{}, maxResolvingAtOnce),
+		lookups: make(chan struct{}, maxResolvingAtOnce),
 	}
 	return d, nil
 }
@@ -290,9 +293,21 @@ const maxResolvingAtOnce = 8
 
 // adminSlot waits for one of maxResolvingAtOnce slots; release gives it back.
 func (d *Dispatcher) adminSlot(ctx context.Context) (release func(), err error) {
+	return takeSlot(ctx, d.admin)
+}
+
+// coordinatorSlot waits for one of maxResolvingAtOnce slots for a coordinator lookup of an
+// own heartbeat (heartbeat.go): subscribers starting together, or losing their coordinator
+// together, look it up a few at a time, each on a connection it closes after the answer. Apart
+// from adminSlot, so a lookup never waits behind start offsets being resolved.
+func (d *Dispatcher) coordinatorSlot(ctx context.Context) (release func(), err error) {
+	return takeSlot(ctx, d.lookups)
+}
+
+func takeSlot(ctx context.Context, slots chan struct{}) (release func(), err error) {
 	select {
-	case d.admin <- struct{}{}:
-		return func() { <-d.admin }, nil
+	case slots <- struct{}{}:
+		return func() { <-slots }, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

@@ -35,8 +35,10 @@ type ownHeartbeat struct {
 	dialer *kafka.Dialer
 	// client finds the coordinator; replaced after a request that timed out, since a
 	// Transport keeps its connection to a broker that stopped answering.
-	client  *kafka.Client
-	newCl   func() *kafka.Client
+	client *kafka.Client
+	newCl  func() *kafka.Client
+	// slot, when set, bounds the lookups running at once across subscribers.
+	slot    func(context.Context) (release func(), err error)
 	conn    *protocol.Conn
 	address string
 }
@@ -103,10 +105,7 @@ func (h *ownHeartbeat) send(ctx context.Context, generation int32, member string
 
 // connect finds the coordinator and opens an authenticated connection to it.
 func (h *ownHeartbeat) connect(ctx context.Context) error {
-	if h.client == nil {
-		h.client = h.newCl()
-	}
-	res, err := h.client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: h.group, KeyType: kafka.CoordinatorKeyTypeConsumer})
+	res, err := h.findCoordinator(ctx)
 	if err != nil {
 		return err
 	}
@@ -126,6 +125,31 @@ func (h *ownHeartbeat) connect(ctx context.Context) error {
 	return nil
 }
 
+// findCoordinator asks for the group's coordinator, within a lookup slot when the dispatcher
+// gives one, and closes the connections the lookup opened: a lookup happens only when the
+// heartbeat's connection is new or broken, and 1,000 subscribers each keeping an idle lookup
+// connection for the Transport's idle timeout cost 1,000 connections (P5 1k).
+func (h *ownHeartbeat) findCoordinator(ctx context.Context) (*kafka.FindCoordinatorResponse, error) {
+	if h.slot != nil {
+		release, err := h.slot(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+	}
+	if h.client == nil {
+		h.client = h.newCl()
+	}
+	defer h.closeIdle()
+	return h.client.FindCoordinator(ctx, &kafka.FindCoordinatorRequest{Key: h.group, KeyType: kafka.CoordinatorKeyTypeConsumer})
+}
+
+func (h *ownHeartbeat) closeIdle() {
+	if t, ok := h.client.Transport.(*kafka.Transport); ok {
+		t.CloseIdleConnections()
+	}
+}
+
 func (h *ownHeartbeat) close() {
 	if h.conn != nil {
 		_ = h.conn.Close()
@@ -143,9 +167,7 @@ func (h *ownHeartbeat) dropClient() {
 	if h.client == nil {
 		return
 	}
-	if t, ok := h.client.Transport.(*kafka.Transport); ok {
-		t.CloseIdleConnections()
-	}
+	h.closeIdle()
 	h.client = nil
 }
 

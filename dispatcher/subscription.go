@@ -90,6 +90,7 @@ func (s *subscription) run(ctx context.Context) {
 	cfg := s.d.cfg
 	s.ctx = ctx
 	s.hb = newOwnHeartbeat(s.group, cfg.Dialer, s.newGroupClient)
+	s.hb.slot = s.d.coordinatorSlot
 	cg, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
 		ID:                s.group,
 		Brokers:           cfg.Brokers,
