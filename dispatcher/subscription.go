@@ -40,6 +40,12 @@ type subscription struct {
 	// carried is the handled prefix of partitions carried past their generation whose final
 	// commit failed, for the next generation.
 	carried map[int]int64
+
+	// basis is the number of the topic's partitions this member last assigned the group from
+	// as its leader, noBasis if it made no assignment for the current join; assignMisses counts
+	// consecutive generations whose assignment missed partitions (assign.go).
+	basis        atomic.Int64
+	assignMisses atomic.Int32
 }
 
 func (d *Dispatcher) newSubscription(cfg *subConfig) *subscription {
@@ -51,6 +57,7 @@ func (d *Dispatcher) newSubscription(cfg *subConfig) *subscription {
 	}
 	s.log = d.log.WithValues("subscriber", cfg.uid)
 	s.cfg.Store(cfg)
+	s.basis.Store(noBasis)
 	return s
 }
 
@@ -100,6 +107,7 @@ func (s *subscription) run(ctx context.Context) {
 		SessionTimeout:    cfg.SessionTimeout,
 		RebalanceTimeout:  cfg.RebalanceTimeout,
 		JoinGroupBackoff:  cfg.JoinGroupBackoff,
+		GroupBalancers:    s.groupBalancers(cfg.Topic),
 		// Partitions without a committed offset are resolved by startsOf and committed at
 		// once; LastOffset only marks them.
 		StartOffset:            kafka.LastOffset,
@@ -127,6 +135,10 @@ func (s *subscription) run(ctx context.Context) {
 	var lastJoinErr string
 	for {
 		gen, err := cg.Next(ctx)
+		// An assignment made for a join that ended in an error is no generation's. kafka-go
+		// joins again only after this generation has ended, so the basis read here is its own
+		// (or, if it ended at once, the next join's: that generation then goes unchecked).
+		basis := s.basis.Swap(noBasis)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, kafka.ErrGroupClosed) {
 				return
@@ -163,6 +175,9 @@ func (s *subscription) run(ctx context.Context) {
 		s.d.metrics.generations.WithLabelValues(s.group).Inc()
 		gs := newGenState(ctx, gen)
 		gen.Start(func(gctx context.Context) { s.runGeneration(gctx, gs) })
+		if basis != noBasis {
+			gen.Start(func(gctx context.Context) { s.watchAssignment(gctx, int(basis)) })
+		}
 	}
 }
 
