@@ -16,7 +16,8 @@ KNATIVE_VERSION=${KNATIVE_VERSION:-v0.47.0}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafkachannel}
 OUT=${KNATIVE_CLUSTER_DIR:-$CACHE_DIR/knative/$KNATIVE_VERSION/cluster}
 KUBECTL=${KUBECTL:-kubectl}
-CRANE=${CRANE:-$CACHE_DIR/tools/crane-v0.22.1}
+# crane is pinned in the Makefile alone; it passes CRANE (make knative-install builds it first).
+CRANE=${CRANE:-}
 NS=knative-eventing
 root=$(cd "$(dirname "$0")/.." && pwd)
 WORK=
@@ -130,12 +131,7 @@ GO
 # naming nonroot 65532, a sticky /tmp) and pushes it; it runs as 65532.
 push_images() {
   local work r
-  if [ ! -x "$CRANE" ]; then
-    log "building crane v0.22.1 into $CRANE"
-    local gobin; gobin=$(mktemp -d)
-    GOBIN=$gobin go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
-    mkdir -p "$(dirname "$CRANE")" && mv "$gobin/crane" "$CRANE" && rm -rf "$gobin"
-  fi
+  [ -n "$CRANE" ] && [ -x "$CRANE" ] || die "no crane at '$CRANE': run this through make (make knative-install), which pins and builds it"
   work=$(mktemp -d)
   WORK=$work
   r=$work/rootfs
