@@ -453,3 +453,8 @@ knative-uninstall: ## Remove what make knative-install installed (namespace knat
 test-conformance: knative-install ## Knative's rekt channel conformance suite (knative.dev/eventing $(KNATIVE_VERSION) test/rekt) against KafkaChannel on the real cluster; needs the operator deployed (make deploy); log in bin/test-conformance.log.
 	@mkdir -p $(LOCALBIN)
 	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" CRANE="$(CRANE)" ./hack/knative-cluster.sh conformance $(CONFORMANCE_TESTS) 2>&1 | tee $(LOCALBIN)/test-conformance.log
+
+.PHONY: test-conformance-oidc
+test-conformance-oidc: knative-install ## The rekt TestChannelImplSupportsOIDC against KafkaChannel with authentication-oidc enabled in Knative's and the operator's config-features for the run (both restored after, checked); log in bin/test-conformance-oidc.log.
+	@mkdir -p $(LOCALBIN)
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" CRANE="$(CRANE)" ./hack/knative-cluster.sh conformance-oidc 2>&1 | tee $(LOCALBIN)/test-conformance-oidc.log

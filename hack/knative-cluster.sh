@@ -7,7 +7,7 @@
 # (config/core) and applied with their ko:// references replaced by the pushed images. Nothing
 # from Knative is copied into this repository.
 #
-# Usage: hack/knative-cluster.sh build|install|uninstall|render|conformance [TestName...]
+# Usage: hack/knative-cluster.sh build|install|uninstall|render|conformance [TestName...]|conformance-oidc
 # KUBECONFIG and REGISTRY come from the cluster's env file (CLUSTER_ENV, default .cluster/env of
 # the clone, written by make cluster) unless both are set already.
 set -euo pipefail
@@ -305,6 +305,63 @@ conformance() {
   [ ${#failed[@]} -eq 0 ]
 }
 
+# FEATURE_CONFIGMAPS are the two config-features a feature flag must agree in: Knative's (its
+# controller and the suite's prerequisites read it) and our operator's.
+FEATURE_CONFIGMAPS=("$NS" "${OPERATOR_NAMESPACE:-kafkachannel-system}")
+SAVED_FEATURES=()
+
+# features_data prints the data of config-features in namespace $1 as JSON ({} when it has none).
+features_data() {
+  local d
+  d=$("$KUBECTL" -n "$1" get configmap config-features -o jsonpath='{.data}') || die "no config-features in $1"
+  [ -n "$d" ] || d='{}'
+  printf '%s\n' "$d"
+}
+
+# save_features remembers both config-features' data, so restore_features can put them back
+# exactly: keys that were absent are absent again, not set to an empty or default value.
+save_features() {
+  local n d
+  for n in "${FEATURE_CONFIGMAPS[@]}"; do
+    d=$(features_data "$n") || exit 1
+    SAVED_FEATURES+=("$d")
+  done
+}
+
+# restore_features replaces each saved config-features' data with what it was, then reads it back
+# and fails if it differs: a run that leaves OIDC on changes every later test on the cluster.
+restore_features() {
+  local i n now ok=0
+  [ ${#SAVED_FEATURES[@]} -gt 0 ] || return 0
+  for i in "${!FEATURE_CONFIGMAPS[@]}"; do
+    n=${FEATURE_CONFIGMAPS[$i]}
+    "$KUBECTL" -n "$n" patch configmap config-features --type json \
+      -p "[{\"op\":\"replace\",\"path\":\"/data\",\"value\":${SAVED_FEATURES[$i]}}]" >/dev/null || ok=1
+    now=$(features_data "$n")
+    if [ "$now" = "${SAVED_FEATURES[$i]}" ]; then log "config-features in $n restored"
+    else log "config-features in $n NOT restored: $now, was ${SAVED_FEATURES[$i]}"; ok=1; fi
+  done
+  SAVED_FEATURES=()
+  return $ok
+}
+
+# conformance_oidc runs TestChannelImplSupportsOIDC with authentication-oidc enabled in both
+# config-features (with it off the suite skips its features), and restores both afterwards,
+# whether the test passed, failed or was interrupted.
+conformance_oidc() {
+  local n rc=0
+  save_features
+  trap 'restore_features; [ -z "$WORK" ] || rm -rf "$WORK"' EXIT
+  trap 'exit 130' INT TERM
+  for n in "${FEATURE_CONFIGMAPS[@]}"; do
+    "$KUBECTL" -n "$n" patch configmap config-features --type merge -p '{"data":{"authentication-oidc":"enabled"}}' >/dev/null
+    log "authentication-oidc enabled in $n/config-features (until the test ends)"
+  done
+  conformance TestChannelImplSupportsOIDC || rc=$?
+  restore_features || rc=1
+  return $rc
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
   build) build && build_suite ;;
@@ -312,5 +369,6 @@ case $cmd in
   uninstall) do_uninstall ;;
   render) render ;;
   conformance) conformance "$@" ;;
-  *) die "usage: $0 build|install|uninstall|render|conformance [TestName...]" ;;
+  conformance-oidc) conformance_oidc ;;
+  *) die "usage: $0 build|install|uninstall|render|conformance [TestName...]|conformance-oidc" ;;
 esac
