@@ -91,6 +91,27 @@ func (e *env) mirrorInitImage(t *testing.T, o olmEnv) {
 	e.redirectRegistry(t, host)
 }
 
+// dataPlaneGranted asks the cluster whether the data plane's ServiceAccounts in the namespace
+// OLM installed into hold their rules: the bundle grants them through the CSV, which OLM binds
+// there (a binding shipped in the bundle would name kafkachannel-system instead).
+func (e *env) dataPlaneGranted(t *testing.T, ns string) {
+	t.Helper()
+	for _, c := range []struct{ sa, verb, resource, sub string }{
+		{"kafkachannel-dispatcher", "get", "kafkachannels.messaging.knative.dev", ""},
+		{"kafkachannel-dispatcher", "patch", "kafkachannels.messaging.knative.dev", "status"},
+		{"kafkachannel-receiver", "watch", "kafkachannels.messaging.knative.dev", ""},
+	} {
+		args := []string{"auth", "can-i", c.verb, c.resource, "-n", "default", "--as=system:serviceaccount:" + ns + ":" + c.sa}
+		if c.sub != "" {
+			args = append(args, "--subresource="+c.sub)
+		}
+		out, _ := e.kubectl("", args...)
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); lines[len(lines)-1] != "yes" {
+			t.Errorf("%s in %s may not %s %s %s: %s", c.sa, ns, c.verb, c.resource, c.sub, out)
+		}
+	}
+}
+
 // otherManagers scales every KafkaChannel manager outside ns (a make deploy on the same cluster)
 // to 0 until the test ends: each watches every namespace, so two of them would both reconcile the
 // test's channel, each with its own data plane and its own view of the status.
@@ -156,6 +177,7 @@ func TestOLMInstallAndUpgrade(t *testing.T) {
 		t.Fatalf("CSV %s is %q", csvOf(o.bundle1), p)
 	}
 	e.rolledOut(t, o.ns, "app.kubernetes.io/component=manager", 3*time.Minute)
+	e.dataPlaneGranted(t, o.ns)
 
 	e.buildSender(t)
 	e.mustKubectl(t, e.subscriber(ns, "sub-olm"), "apply", "-f", "-")
