@@ -32,7 +32,9 @@ if [ -z "${KUBECONFIG:-}" ] || [ -z "${REGISTRY:-}" ]; then
   export KUBECONFIG REGISTRY
 fi
 
-log() { printf '[knative-cluster] %s\n' "$*" >&2; }
+# || true: when make and its tee are gone (an interrupted run), a log line must not stop the
+# restore that the EXIT trap still has to do.
+log() { printf '[knative-cluster] %s\n' "$*" >&2 || true; }
 die() { log "$*"; exit 1; }
 
 # The images this script builds: binary name, Go package, image name in the registry.
@@ -345,18 +347,48 @@ restore_features() {
   return $ok
 }
 
+# wait_receiver_features waits until every receiver pod logged, since $1, that it applied
+# authentication-oidc: the receiver reads config-features from its mounted volume, which the
+# kubelet refreshes up to a minute or so after the ConfigMap changed. Without the wait the suite's
+# token features race that refresh (seen: a token for the wrong audience answered 202, 17 s
+# before the receiver logged "features applied" with oidc true).
+wait_receiver_features() {
+  local since=$1 deadline=$((SECONDS + 180)) pods p ok
+  pods=$("$KUBECTL" -n "${FEATURE_CONFIGMAPS[1]}" get pods -l app.kubernetes.io/component=receiver -o name)
+  [ -n "$pods" ] || die "no receiver pod in ${FEATURE_CONFIGMAPS[1]}: is the operator deployed (make deploy)?"
+  while :; do
+    ok=1
+    for p in $pods; do
+      "$KUBECTL" -n "${FEATURE_CONFIGMAPS[1]}" logs "$p" --since-time="$since" 2>/dev/null |
+        grep '"msg":"features applied"' | grep -q '"oidc":true' || ok=0
+    done
+    [ $ok = 1 ] && { log "the receiver applied authentication-oidc"; return 0; }
+    [ $SECONDS -lt $deadline ] || die "the receiver did not apply authentication-oidc within 180 s"
+    sleep 5
+  done
+}
+
 # conformance_oidc runs TestChannelImplSupportsOIDC with authentication-oidc enabled in both
 # config-features (with it off the suite skips its features), and restores both afterwards,
 # whether the test passed, failed or was interrupted.
 conformance_oidc() {
-  local n rc=0
+  local n rc=0 since
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
   save_features
-  trap 'restore_features; [ -z "$WORK" ] || rm -rf "$WORK"' EXIT
+  # SIGPIPE ignored in the trap: a run killed with its process group has lost the tee its
+  # output goes to, and the first write would otherwise kill the restore.
+  trap 'trap "" PIPE; restore_features || true; [ -z "$WORK" ] || rm -rf "$WORK"' EXIT
   trap 'exit 130' INT TERM
+  # TRANSPORT_ENCRYPTION=strict also runs the token features, which the suite skips unless
+  # transport encryption is strict.
+  local patch='{"data":{"authentication-oidc":"enabled"}}'
+  [ -z "${TRANSPORT_ENCRYPTION:-}" ] ||
+    patch='{"data":{"authentication-oidc":"enabled","transport-encryption":"'"$TRANSPORT_ENCRYPTION"'"}}'
   for n in "${FEATURE_CONFIGMAPS[@]}"; do
-    "$KUBECTL" -n "$n" patch configmap config-features --type merge -p '{"data":{"authentication-oidc":"enabled"}}' >/dev/null
-    log "authentication-oidc enabled in $n/config-features (until the test ends)"
+    "$KUBECTL" -n "$n" patch configmap config-features --type merge -p "$patch" >/dev/null
+    log "config-features in $n: $patch (until the test ends)"
   done
+  wait_receiver_features "$since"
   conformance TestChannelImplSupportsOIDC || rc=$?
   restore_features || rc=1
   return $rc
