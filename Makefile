@@ -306,7 +306,7 @@ bundle: manifests operator-sdk ## Regenerate the OLM bundle in bundle/.
 
 ##@ Real cluster (environments/cluster: a single-node Kubernetes on this machine, root, Linux)
 
-CLUSTER_ENV_VARS = CACHE_DIR="$(CACHE_DIR)" K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ASSETS="$(ENVTEST_ASSETS)"
+CLUSTER_ENV_VARS = CACHE_DIR="$(CACHE_DIR)" K8S_VERSION=$(ENVTEST_K8S_VERSION) ENVTEST_ASSETS="$(ENVTEST_ASSETS)" CRANE="$(CRANE)" CRANE_VERSION=$(CRANE_VERSION)
 
 .PHONY: cluster-bins
 cluster-bins: envtest ## Build kubelet, kube-controller-manager, kube-scheduler, kube-proxy v$(ENVTEST_K8S_VERSION), CoreDNS, a registry and crane into $(CACHE_DIR)/cluster (~20 min the first time on 2 cores).
@@ -442,14 +442,19 @@ endef
 ##@ Knative on the real cluster (make cluster; CLUSTER_ENV names its env file)
 
 .PHONY: knative-install
-knative-install: ## Build Knative Eventing $(KNATIVE_VERSION)'s controller and webhook from the module proxy into images in the cluster's registry and install its config/core there (docs/knative-compatibility.md).
-	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh install
+knative-install: crane ## Build Knative Eventing $(KNATIVE_VERSION)'s controller and webhook from the module proxy into images in the cluster's registry and install its config/core there (docs/knative-compatibility.md).
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" CRANE="$(CRANE)" ./hack/knative-cluster.sh install
 
 .PHONY: knative-uninstall
 knative-uninstall: ## Remove what make knative-install installed (namespace knative-eventing, Knative's CRDs, roles and webhooks).
-	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh uninstall
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" CRANE="$(CRANE)" ./hack/knative-cluster.sh uninstall
 
 .PHONY: test-conformance
 test-conformance: knative-install ## Knative's rekt channel conformance suite (knative.dev/eventing $(KNATIVE_VERSION) test/rekt) against KafkaChannel on the real cluster; needs the operator deployed (make deploy); log in bin/test-conformance.log.
 	@mkdir -p $(LOCALBIN)
-	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" ./hack/knative-cluster.sh conformance $(CONFORMANCE_TESTS) 2>&1 | tee $(LOCALBIN)/test-conformance.log
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" CRANE="$(CRANE)" ./hack/knative-cluster.sh conformance $(CONFORMANCE_TESTS) 2>&1 | tee $(LOCALBIN)/test-conformance.log
+
+.PHONY: test-conformance-oidc
+test-conformance-oidc: knative-install ## The rekt TestChannelImplSupportsOIDC against KafkaChannel with authentication-oidc enabled in Knative's and the operator's config-features for the run (both restored after, checked); log in bin/test-conformance-oidc.log.
+	@mkdir -p $(LOCALBIN)
+	KNATIVE_VERSION=$(KNATIVE_VERSION) CACHE_DIR="$(CACHE_DIR)" CRANE="$(CRANE)" ./hack/knative-cluster.sh conformance-oidc 2>&1 | tee $(LOCALBIN)/test-conformance-oidc.log

@@ -11,9 +11,13 @@ out=${6:-$root}
 mkdir -p "$out" && cd "$out"
 [ "$out" = "$root" ] || cp "$root/PROJECT" "$out/" # operator-sdk reads the project layout label from it
 rm -rf bundle/manifests bundle/metadata
+# --extra-service-accounts: the dispatcher's and receiver's ClusterRoles go into the CSV's
+# clusterPermissions for their ServiceAccounts, which OLM binds in the namespace it installs
+# into; as plain manifests their bindings would name kafkachannel-system wherever it installs.
 "$root/hack/render.sh" config/manifests "$img" "$dimg" "$rimg" |
   "$sdk" generate bundle -q --overwrite --package kafkachannel --version "$version" \
-    --channels alpha --default-channel alpha --output-dir bundle
+    --channels alpha --default-channel alpha --output-dir bundle \
+    --extra-service-accounts kafkachannel-dispatcher,kafkachannel-receiver
 csv=bundle/manifests/kafkachannel.clusterserviceversion.yaml
 # createdAt would make every regeneration differ; the data plane images the manager deploys are
 # related images of the bundle (for mirroring in disconnected clusters).

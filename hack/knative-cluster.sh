@@ -7,7 +7,7 @@
 # (config/core) and applied with their ko:// references replaced by the pushed images. Nothing
 # from Knative is copied into this repository.
 #
-# Usage: hack/knative-cluster.sh build|install|uninstall|render|conformance [TestName...]
+# Usage: hack/knative-cluster.sh build|install|uninstall|render|conformance [TestName...]|conformance-oidc
 # KUBECONFIG and REGISTRY come from the cluster's env file (CLUSTER_ENV, default .cluster/env of
 # the clone, written by make cluster) unless both are set already.
 set -euo pipefail
@@ -16,7 +16,8 @@ KNATIVE_VERSION=${KNATIVE_VERSION:-v0.47.0}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafkachannel}
 OUT=${KNATIVE_CLUSTER_DIR:-$CACHE_DIR/knative/$KNATIVE_VERSION/cluster}
 KUBECTL=${KUBECTL:-kubectl}
-CRANE=${CRANE:-$CACHE_DIR/tools/crane-v0.22.1}
+# crane is pinned in the Makefile alone; it passes CRANE (make knative-install builds it first).
+CRANE=${CRANE:-}
 NS=knative-eventing
 root=$(cd "$(dirname "$0")/.." && pwd)
 WORK=
@@ -31,7 +32,9 @@ if [ -z "${KUBECONFIG:-}" ] || [ -z "${REGISTRY:-}" ]; then
   export KUBECONFIG REGISTRY
 fi
 
-log() { printf '[knative-cluster] %s\n' "$*" >&2; }
+# || true: when make and its tee are gone (an interrupted run), a log line must not stop the
+# restore that the EXIT trap still has to do.
+log() { printf '[knative-cluster] %s\n' "$*" >&2 || true; }
 die() { log "$*"; exit 1; }
 
 # The images this script builds: binary name, Go package, image name in the registry.
@@ -130,12 +133,7 @@ GO
 # naming nonroot 65532, a sticky /tmp) and pushes it; it runs as 65532.
 push_images() {
   local work r
-  if [ ! -x "$CRANE" ]; then
-    log "building crane v0.22.1 into $CRANE"
-    local gobin; gobin=$(mktemp -d)
-    GOBIN=$gobin go install github.com/google/go-containerregistry/cmd/crane@v0.22.1
-    mkdir -p "$(dirname "$CRANE")" && mv "$gobin/crane" "$CRANE" && rm -rf "$gobin"
-  fi
+  [ -n "$CRANE" ] && [ -x "$CRANE" ] || die "no crane at '$CRANE': run this through make (make knative-install), which pins and builds it"
   work=$(mktemp -d)
   WORK=$work
   r=$work/rootfs
@@ -309,6 +307,93 @@ conformance() {
   [ ${#failed[@]} -eq 0 ]
 }
 
+# FEATURE_CONFIGMAPS are the two config-features a feature flag must agree in: Knative's (its
+# controller and the suite's prerequisites read it) and our operator's.
+FEATURE_CONFIGMAPS=("$NS" "${OPERATOR_NAMESPACE:-kafkachannel-system}")
+SAVED_FEATURES=()
+
+# features_data prints the data of config-features in namespace $1 as JSON ({} when it has none).
+features_data() {
+  local d
+  d=$("$KUBECTL" -n "$1" get configmap config-features -o jsonpath='{.data}') || die "no config-features in $1"
+  [ -n "$d" ] || d='{}'
+  printf '%s\n' "$d"
+}
+
+# save_features remembers both config-features' data, so restore_features can put them back
+# exactly: keys that were absent are absent again, not set to an empty or default value.
+save_features() {
+  local n d
+  for n in "${FEATURE_CONFIGMAPS[@]}"; do
+    d=$(features_data "$n") || exit 1
+    SAVED_FEATURES+=("$d")
+  done
+}
+
+# restore_features replaces each saved config-features' data with what it was, then reads it back
+# and fails if it differs: a run that leaves OIDC on changes every later test on the cluster.
+restore_features() {
+  local i n now ok=0
+  [ ${#SAVED_FEATURES[@]} -gt 0 ] || return 0
+  for i in "${!FEATURE_CONFIGMAPS[@]}"; do
+    n=${FEATURE_CONFIGMAPS[$i]}
+    "$KUBECTL" -n "$n" patch configmap config-features --type json \
+      -p "[{\"op\":\"replace\",\"path\":\"/data\",\"value\":${SAVED_FEATURES[$i]}}]" >/dev/null || ok=1
+    now=$(features_data "$n")
+    if [ "$now" = "${SAVED_FEATURES[$i]}" ]; then log "config-features in $n restored"
+    else log "config-features in $n NOT restored: $now, was ${SAVED_FEATURES[$i]}"; ok=1; fi
+  done
+  SAVED_FEATURES=()
+  return $ok
+}
+
+# wait_receiver_features waits until every receiver pod logged, since $1, that it applied
+# authentication-oidc: the receiver reads config-features from its mounted volume, which the
+# kubelet refreshes up to a minute or so after the ConfigMap changed. Without the wait the suite's
+# token features race that refresh (seen: a token for the wrong audience answered 202, 17 s
+# before the receiver logged "features applied" with oidc true).
+wait_receiver_features() {
+  local since=$1 deadline=$((SECONDS + 180)) pods p ok
+  pods=$("$KUBECTL" -n "${FEATURE_CONFIGMAPS[1]}" get pods -l app.kubernetes.io/component=receiver -o name)
+  [ -n "$pods" ] || die "no receiver pod in ${FEATURE_CONFIGMAPS[1]}: is the operator deployed (make deploy)?"
+  while :; do
+    ok=1
+    for p in $pods; do
+      "$KUBECTL" -n "${FEATURE_CONFIGMAPS[1]}" logs "$p" --since-time="$since" 2>/dev/null |
+        grep '"msg":"features applied"' | grep -q '"oidc":true' || ok=0
+    done
+    [ $ok = 1 ] && { log "the receiver applied authentication-oidc"; return 0; }
+    [ $SECONDS -lt $deadline ] || die "the receiver did not apply authentication-oidc within 180 s"
+    sleep 5
+  done
+}
+
+# conformance_oidc runs TestChannelImplSupportsOIDC with authentication-oidc enabled in both
+# config-features (with it off the suite skips its features), and restores both afterwards,
+# whether the test passed, failed or was interrupted.
+conformance_oidc() {
+  local n rc=0 since
+  since=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  save_features
+  # SIGPIPE ignored in the trap: a run killed with its process group has lost the tee its
+  # output goes to, and the first write would otherwise kill the restore.
+  trap 'trap "" PIPE; restore_features || true; [ -z "$WORK" ] || rm -rf "$WORK"' EXIT
+  trap 'exit 130' INT TERM
+  # TRANSPORT_ENCRYPTION=strict also runs the token features, which the suite skips unless
+  # transport encryption is strict.
+  local patch='{"data":{"authentication-oidc":"enabled"}}'
+  [ -z "${TRANSPORT_ENCRYPTION:-}" ] ||
+    patch='{"data":{"authentication-oidc":"enabled","transport-encryption":"'"$TRANSPORT_ENCRYPTION"'"}}'
+  for n in "${FEATURE_CONFIGMAPS[@]}"; do
+    "$KUBECTL" -n "$n" patch configmap config-features --type merge -p "$patch" >/dev/null
+    log "config-features in $n: $patch (until the test ends)"
+  done
+  wait_receiver_features "$since"
+  conformance TestChannelImplSupportsOIDC || rc=$?
+  restore_features || rc=1
+  return $rc
+}
+
 cmd=${1:-}; shift || true
 case $cmd in
   build) build && build_suite ;;
@@ -316,5 +401,6 @@ case $cmd in
   uninstall) do_uninstall ;;
   render) render ;;
   conformance) conformance "$@" ;;
-  *) die "usage: $0 build|install|uninstall|render|conformance [TestName...]" ;;
+  conformance-oidc) conformance_oidc ;;
+  *) die "usage: $0 build|install|uninstall|render|conformance [TestName...]|conformance-oidc" ;;
 esac

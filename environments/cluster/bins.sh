@@ -9,6 +9,7 @@ source "$(dirname "$0")/lib.sh"
 
 [[ -x "$ENVTEST_ASSETS/kube-apiserver" && -x "$ENVTEST_ASSETS/etcd" ]] ||
   die "kube-apiserver and etcd are missing in $ENVTEST_ASSETS: run make envtest first"
+need_crane
 
 K8S_VERSION=$K8S_VERSION "$REPO/hack/build-k8s.sh" "$NODE_BIN" kube-scheduler kube-proxy kube-controller-manager kubelet
 

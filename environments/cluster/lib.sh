@@ -8,7 +8,8 @@ HERE="$REPO/environments/cluster"
 K8S_VERSION=${K8S_VERSION:-1.35.4}
 COREDNS_VERSION=${COREDNS_VERSION:-1.15.0}
 REGISTRY_VERSION=${REGISTRY_VERSION:-3.1.2}
-CRANE_VERSION=${CRANE_VERSION:-v0.22.1}
+# crane is pinned in the Makefile alone (CRANE_VERSION, CRANE): it passes both down.
+CRANE_VERSION=${CRANE_VERSION:-}
 CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kafkachannel}
 ENVTEST_ASSETS=${ENVTEST_ASSETS:-$CACHE_DIR/envtest/k8s/${K8S_VERSION}-linux-amd64}
 # The node's own binaries sit beside envtest's, outside the clone, so a fresh clone reuses them.
@@ -16,7 +17,7 @@ NODE_BIN=${NODE_BIN:-$CACHE_DIR/cluster/k8s/${K8S_VERSION}-linux-amd64}
 COREDNS_BIN=$CACHE_DIR/cluster/coredns-v${COREDNS_VERSION}
 # CNCF distribution, not `crane registry serve`: crane keeps manifests in memory even with --disk.
 REGISTRY_BIN=$CACHE_DIR/cluster/registry-v${REGISTRY_VERSION}
-CRANE=${CRANE:-$CACHE_DIR/tools/crane-${CRANE_VERSION}}
+CRANE=${CRANE:-}
 # Pushed images outlive the cluster, as kind's registry container outlives a kind cluster.
 REGISTRY_DATA=${REGISTRY_DATA:-$CACHE_DIR/cluster/registry-data}
 
@@ -132,4 +133,9 @@ iptables_undo() {
     $save -t "$t" 2>/dev/null | grep -q -e '^-A' -e '^:[^ ]* - ' && continue
     nft delete table "$family" "$t" 2>/dev/null || log "cannot delete the empty $family table $t (is nft installed?)"
   done
+}
+
+# need_crane stops a script that pushes images when it was not started by make, which pins crane.
+need_crane() {
+  [[ -n $CRANE && -n $CRANE_VERSION ]] || die "CRANE and CRANE_VERSION are unset: run this through make (the Makefile pins crane)"
 }

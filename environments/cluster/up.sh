@@ -9,6 +9,7 @@ start_time=$SECONDS
 
 # --- preflight: say which piece is missing, before anything changes on the host ---
 [[ $EUID -eq 0 ]] || die "not root: a kubelet and containerd need root (run as root, or use make demo, which needs none)"
+need_crane
 if [[ -f $STATE/env ]] && grep -q '^READY=1' "$STATE/env" && pid_alive kube-apiserver && pid_alive kubelet; then
   log "already running (KUBECONFIG=$STATE/kubeconfig); make cluster-down stops it"
   exit 0

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs OLM from its own release manifests in the Go module cache
-# (deploy/upstream/quickstart/{crds,olm}.yaml of github.com/operator-framework/operator-lifecycle-manager
-# at OLM_VERSION), with the images built here instead of quay.io's:
+# (deploy/upstream/quickstart/olm.yaml and the CRDs of deploy/chart/crds of
+# github.com/operator-framework/operator-lifecycle-manager at OLM_VERSION), with the images built
+# here instead of quay.io's. The chart's CRDs, not the quickstart's crds.yaml: v0.38.0's quickstart
+# lacks the OLMConfig CRD, which olm-operator watches.
+# The manifests change as follows:
 #   - the olm image for olm-operator, catalog-operator, packageserver and the -util-image;
 #   - the opm image for the catalog operator's -opmImage (bundle unpack) and -configmapServerImage;
 #   - the operatorhub.io CatalogSource is left out: its image is on quay.io, which no one here reaches;
@@ -16,7 +19,9 @@ action=$1 version=$2 olmimg=$3 opmimg=$4
 kubectl=${KUBECTL:-kubectl}
 mod=$(go mod download -json "github.com/operator-framework/operator-lifecycle-manager@$version" | sed -n 's/^\t"Dir": "\(.*\)",$/\1/p')
 dir=$mod/deploy/upstream/quickstart
+crds=$mod/deploy/chart/crds
 [ -f "$dir/olm.yaml" ] || { echo "no $dir/olm.yaml in the module cache" >&2; exit 1; }
+[ -f "$crds/0000_50_olm_00-olmconfigs.crd.yaml" ] || { echo "no OLMConfig CRD in $crds" >&2; exit 1; }
 
 render() {
   # Documents are split on ---; the catalog operator gets -opmImage after its configmap flag.
@@ -37,8 +42,8 @@ render() {
 case $action in
 install)
   start=$(date +%s)
-  $kubectl apply --server-side -f "$dir/crds.yaml" >/dev/null
-  $kubectl wait --for=condition=Established -f "$dir/crds.yaml" --timeout=2m >/dev/null
+  $kubectl apply --server-side -f "$crds" >/dev/null
+  $kubectl wait --for=condition=Established -f "$crds" --timeout=2m >/dev/null
   render | $kubectl apply --server-side -f - >/dev/null
   $kubectl -n olm rollout status deploy/olm-operator --timeout=5m
   $kubectl -n olm rollout status deploy/catalog-operator --timeout=5m
@@ -55,7 +60,7 @@ install)
   ;;
 uninstall)
   render | $kubectl delete --ignore-not-found -f - >/dev/null || true
-  $kubectl delete --ignore-not-found -f "$dir/crds.yaml" >/dev/null || true
+  $kubectl delete --ignore-not-found -f "$crds" >/dev/null || true
   ;;
 *) echo "usage: $0 install|uninstall VERSION OLM_IMG OPM_IMG" >&2; exit 2 ;;
 esac

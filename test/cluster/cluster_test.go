@@ -56,12 +56,7 @@ spec:
   - {uid: 00000000-0000-0000-0000-00000000000a, generation: 1, subscriberUri: "http://sub-a.%[2]s.svc.cluster.local/"}
   - {uid: 00000000-0000-0000-0000-00000000000b, generation: 1, subscriberUri: "http://sub-b.%[2]s.svc.cluster.local/"}
 `, channel, ns), "apply", "-f", "-")
-	url := fmt.Sprintf("http://%s-kn-channel.%s.svc.cluster.local", channel, ns)
-	eventually(t, 4*time.Minute, "the channel is Ready", func() (bool, string) {
-		out, _ := e.kubectl("", "-n", ns, "get", "kafkachannels", channel, "--no-headers")
-		f := strings.Fields(out)
-		return len(f) >= 4 && f[1] == "True" && f[3] == url, out
-	})
+	url := e.readyChannel(t, ns, channel)
 	t.Logf("kubectl get kafkachannels:\n%s", e.mustKubectl(t, "", "-n", ns, "get", "kafkachannels"))
 	e.subscribersReady(t, ns, channel, 2, 2*time.Minute)
 	dispatchers := "messaging.knative.dev/channel=" + channel + ",app.kubernetes.io/component=dispatcher"
@@ -283,7 +278,7 @@ spec:
   delivery: {retry: 10, backoffPolicy: exponential, backoffDelay: PT0.2S}
   subscribers:
 %s`, ns, subs.String()), "apply", "-f", "-")
-		loadURL := fmt.Sprintf("http://load-kn-channel.%s.svc.cluster.local", ns)
+		loadURL := e.readyChannel(t, ns, "load")
 		e.subscribersReady(t, ns, "load", 100, 6*time.Minute)
 		const count = 100
 		e.send(t, ns, "load", loadURL, count, time.Millisecond)
@@ -442,6 +437,19 @@ func (e *env) subscribersReady(t *testing.T, ns, channel string, n int, timeout 
 		}
 		return ready == n && len(f) == n, fmt.Sprintf("%d of %d ready", ready, n)
 	})
+}
+
+// readyChannel waits until kubectl get kafkachannels shows the channel Ready with its
+// in-cluster address, and returns that address.
+func (e *env) readyChannel(t *testing.T, ns, channel string) string {
+	t.Helper()
+	url := fmt.Sprintf("http://%s-kn-channel.%s.svc.cluster.local", channel, ns)
+	eventually(t, 4*time.Minute, channel+" is Ready at "+url, func() (bool, string) {
+		out, _ := e.kubectl("", "-n", ns, "get", "kafkachannels", channel, "--no-headers")
+		f := strings.Fields(out)
+		return len(f) >= 4 && f[1] == "True" && f[3] == url, out
+	})
+	return url
 }
 
 // arrived waits until sub got n distinct events of prefix: the stream is flowing.

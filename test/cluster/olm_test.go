@@ -48,10 +48,90 @@ func (e *env) sdkRun(t *testing.T, o olmEnv, args ...string) {
 	t.Logf("operator-sdk %s (%.0f s):\n%s", args[0]+" "+args[1], time.Since(start).Seconds(), out)
 }
 
-// csvPhase is the phase of the named ClusterServiceVersion in ns, or "" while it is absent.
+// csvAbsent is what csvPhase reports for a CSV that does not exist (not yet, or no more).
+const csvAbsent = "absent"
+
+// csvPhase is the phase of the named ClusterServiceVersion in ns, csvAbsent when there is none,
+// or kubectl's error for any other failure (never mistaken for a phase).
 func (e *env) csvPhase(ns, name string) string {
-	out, _ := e.kubectl("", "-n", ns, "get", "csv", name, "-o", "jsonpath={.status.phase}")
-	return strings.TrimSpace(out)
+	out, err := e.kubectl("", "-n", ns, "get", "csv", name, "--ignore-not-found", "-o", "jsonpath={.status.phase}")
+	switch out = strings.TrimSpace(out); {
+	case err != nil:
+		return "error: " + out
+	case out == "":
+		// --ignore-not-found prints nothing for a missing CSV; a CSV OLM has not given a phase yet
+		// prints nothing too, so ask for its name to tell the two apart.
+		if name, _ := e.kubectl("", "-n", ns, "get", "csv", name, "--ignore-not-found", "-o", "name"); strings.TrimSpace(name) == "" {
+			return csvAbsent
+		}
+		return ""
+	default:
+		return out
+	}
+}
+
+// operator-sdk v1.42.2 gives the registry pod of run bundle-upgrade (unlike run bundle) no
+// --decompression-image: its init container always uses fbcutil.DefaultInitImage, which is on
+// registry.access.redhat.com and cannot be pulled here.
+const sdkDefaultInitImage = "registry.access.redhat.com/ubi9/ubi:9.7"
+
+// mirrorInitImage makes sdkDefaultInitImage pullable on the node: the opm image built here (it
+// has the sh, gzip and cat the init container runs) copied to the same repository and tag in
+// the cluster's registry, and a containerd hosts.toml that sends that registry's pulls there.
+func (e *env) mirrorInitImage(t *testing.T, o olmEnv) {
+	t.Helper()
+	host, repoTag, _ := strings.Cut(sdkDefaultInitImage, "/")
+	crane := os.Getenv("CRANE")
+	if crane == "" {
+		t.Fatal("CRANE is unset: make test-olm passes the pinned crane")
+	}
+	if out, err := exec.Command(crane, "copy", "--insecure", o.opm, e.registry+"/"+repoTag).CombinedOutput(); err != nil {
+		t.Fatalf("crane copy %s: %v\n%s", o.opm, err, out)
+	}
+	e.redirectRegistry(t, host)
+}
+
+// dataPlaneGranted asks the cluster whether the data plane's ServiceAccounts in the namespace
+// OLM installed into hold their rules: the bundle grants them through the CSV, which OLM binds
+// there (a binding shipped in the bundle would name kafkachannel-system instead).
+func (e *env) dataPlaneGranted(t *testing.T, ns string) {
+	t.Helper()
+	for _, c := range []struct{ sa, verb, resource, sub string }{
+		{"kafkachannel-dispatcher", "get", "kafkachannels.messaging.knative.dev", ""},
+		{"kafkachannel-dispatcher", "patch", "kafkachannels.messaging.knative.dev", "status"},
+		{"kafkachannel-receiver", "watch", "kafkachannels.messaging.knative.dev", ""},
+	} {
+		args := []string{"auth", "can-i", c.verb, c.resource, "-n", "default", "--as=system:serviceaccount:" + ns + ":" + c.sa}
+		if c.sub != "" {
+			args = append(args, "--subresource="+c.sub)
+		}
+		out, _ := e.kubectl("", args...)
+		if lines := strings.Split(strings.TrimSpace(out), "\n"); lines[len(lines)-1] != "yes" {
+			t.Errorf("%s in %s may not %s %s %s: %s", c.sa, ns, c.verb, c.resource, c.sub, out)
+		}
+	}
+}
+
+// otherManagers scales every KafkaChannel manager outside ns (a make deploy on the same cluster)
+// to 0 until the test ends: each watches every namespace, so two of them would both reconcile the
+// test's channel, each with its own data plane and its own view of the status.
+func (e *env) otherManagers(t *testing.T, ns string) {
+	t.Helper()
+	out := e.mustKubectl(t, "", "get", "deploy", "-A", "-l", "app.kubernetes.io/component=manager,app.kubernetes.io/name=kafkachannel",
+		"-o", `jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name} {.spec.replicas}{"\n"}{end}`)
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] == ns || f[2] == "0" {
+			continue
+		}
+		t.Logf("scaling %s/%s to 0 for the test (back to %s after)", f[0], f[1], f[2])
+		e.mustKubectl(t, "", "-n", f[0], "scale", "deploy", f[1], "--replicas=0")
+		t.Cleanup(func() {
+			if out, err := e.kubectl("", "-n", f[0], "scale", "deploy", f[1], "--replicas="+f[2]); err != nil {
+				t.Errorf("scaling %s/%s back to %s: %v\n%s", f[0], f[1], f[2], err, out)
+			}
+		})
+	}
 }
 
 // The operator installed by OLM from its bundle (operator-sdk run bundle, the index served by
@@ -61,6 +141,8 @@ func (e *env) csvPhase(ns, name string) string {
 func TestOLMInstallAndUpgrade(t *testing.T) {
 	e := clusterEnv(t)
 	o := olmSettings(t)
+	// First, so that its cleanups (scaling back) run last, after OLM's operator is gone.
+	e.otherManagers(t, o.ns)
 
 	e.mustKubectl(t, "", "create", "namespace", o.ns)
 	ns := fmt.Sprintf("kc-olm-%d", time.Now().Unix()%100000)
@@ -72,8 +154,11 @@ func TestOLMInstallAndUpgrade(t *testing.T) {
 			return
 		}
 		_, _ = e.kubectl("", "delete", "namespace", ns, "--wait=true", "--timeout=2m")
-		// The CRD stays: other installations on the cluster (make deploy) serve it too.
-		cmd := exec.Command(o.sdk, "cleanup", "kafkachannel", "--namespace", o.ns, "--delete-crds=false", "--timeout", "3m")
+		// The CRD stays: other installations on the cluster (make deploy) serve it too, and
+		// deleting it deletes every KafkaChannel of the cluster. --delete-all defaults to true and
+		// overrides --delete-crds=false, so it is turned off, and the OperatorGroup named instead.
+		cmd := exec.Command(o.sdk, "cleanup", "kafkachannel", "--namespace", o.ns,
+			"--delete-all=false", "--delete-crds=false", "--delete-operator-groups", "--timeout", "3m")
 		cmd.Env = append(os.Environ(), "KUBECONFIG="+e.kubeconfig)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Logf("operator-sdk cleanup: %v\n%s", err, out)
@@ -83,6 +168,7 @@ func TestOLMInstallAndUpgrade(t *testing.T) {
 
 	front, caFile := e.registryFront(t)
 	o.index, o.caFile = strings.Replace(o.opm, e.registry, front, 1), caFile
+	e.mirrorInitImage(t, o)
 
 	t.Log("operator-sdk run bundle: OLM installs the operator from the bundle image")
 	e.sdkRun(t, o, "run", "bundle", o.bundle1, "--namespace", o.ns, "--index-image", o.index,
@@ -91,6 +177,7 @@ func TestOLMInstallAndUpgrade(t *testing.T) {
 		t.Fatalf("CSV %s is %q", csvOf(o.bundle1), p)
 	}
 	e.rolledOut(t, o.ns, "app.kubernetes.io/component=manager", 3*time.Minute)
+	e.dataPlaneGranted(t, o.ns)
 
 	e.buildSender(t)
 	e.mustKubectl(t, e.subscriber(ns, "sub-olm"), "apply", "-f", "-")
@@ -106,12 +193,7 @@ spec:
   subscribers:
   - {uid: 00000000-0000-0000-0000-0000000000c1, generation: 1, subscriberUri: "http://sub-olm.%[2]s.svc.cluster.local/"}
 `, channel, ns), "apply", "-f", "-")
-	url := fmt.Sprintf("http://%s-kn-channel.%s.svc.cluster.local", channel, ns)
-	eventually(t, 4*time.Minute, "the channel is Ready", func() (bool, string) {
-		out, _ := e.kubectl("", "-n", ns, "get", "kafkachannels", channel, "--no-headers")
-		f := strings.Fields(out)
-		return len(f) >= 4 && f[1] == "True" && f[3] == url, out
-	})
+	url := e.readyChannel(t, ns, channel)
 	e.subscribersReady(t, ns, channel, 1, 2*time.Minute)
 
 	if !t.Run("the OLM-installed operator serves a channel", func(t *testing.T) {
@@ -135,7 +217,7 @@ spec:
 		}
 		eventually(t, 3*time.Minute, "the old CSV is replaced", func() (bool, string) {
 			p := e.csvPhase(o.ns, csvOf(o.bundle1))
-			return p == "", p
+			return p == csvAbsent, p
 		})
 		e.rolledOut(t, o.ns, "app.kubernetes.io/component=manager", 3*time.Minute)
 		// The upgrade is only a test of the data plane if its Deployments moved to the next images.

@@ -63,7 +63,15 @@ func (e *env) registryFront(t *testing.T) (host, caFile string) {
 		}
 	}()
 	host = ln.Addr().String()
+	t.Cleanup(func() { _ = ln.Close() })
+	e.redirectRegistry(t, host)
+	return host, caFile
+}
 
+// redirectRegistry makes the cluster's containerd pull images named host/... from the cluster's
+// registry over plain http (a hosts.toml in its certs.d, read at each pull), until the test ends.
+func (e *env) redirectRegistry(t *testing.T, host string) {
+	t.Helper()
 	dir := filepath.Join(filepath.Dir(e.kubeconfig), "etc", "certs.d", host)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -72,11 +80,7 @@ func (e *env) registryFront(t *testing.T) (host, caFile string) {
 	if err := os.WriteFile(filepath.Join(dir, "hosts.toml"), []byte(hosts), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = ln.Close()
-		_ = os.RemoveAll(dir)
-	})
-	return host, caFile
+	t.Cleanup(func() { _ = os.RemoveAll(dir) })
 }
 
 // frontConn relays one connection to the registry, ending TLS first when the client speaks it
