@@ -36,43 +36,72 @@ func TestCoordinatorLostRejoinsWithoutWaitingForTheOldMember(t *testing.T) {
 		t.Skip("waits for a rejoin")
 	}
 	k := kafkatest.Start(t)
-	e := newEnv(t, k, 2)
-	s := newSink(t, nil)
 	// Both timeouts far longer than the deadline below: only leaving the old member in time
 	// lets the rejoin finish within it.
-	rd := e.start(func(c *Config) {
-		c.SessionTimeout = 40 * time.Second
-		c.RebalanceTimeout = 40 * time.Second
-	})
-	sp := sub("uid", 1, s.URL)
-	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
-	rd.waitReady(t, sp)
-	ids := append(e.produce(0, 5), e.produce(1, 5)...)
-	s.waitIDs(t, ids, 10*time.Second)
-	group := map[string]string{"consumer": naming.GroupID(testNS, e.name, sp.UID)}
-	gensBefore, _ := metricValue(t, rd, MetricGenerations, group)
+	r := startCoordinatorRun(t, k, 40*time.Second)
 
 	// The coordinator "dies": heartbeats' connections are closed, and for the next 2 s no broker
 	// names a reachable coordinator (the window before another broker takes over).
-	lost := loseCoordinator(k, 2*time.Second, 2*time.Second, nil)
+	waitRefused(t, loseCoordinator(k, 2*time.Second, 2*time.Second, nil))
+
+	// A new generation, long before the old member's 40 s run out (the partitions are carried
+	// meanwhile, so delivering alone would not show it), and delivery in it.
+	r.waitNewGeneration(t)
+	r.ids = append(r.ids, r.e.produce(0, 5)...)
+	r.ids = append(r.ids, r.e.produce(1, 5)...)
+	r.s.waitIDs(t, r.ids, 10*time.Second)
+}
+
+// coordinatorRun is one subscriber of a two-partition channel that has delivered its first
+// events, with the group's generation count at that point.
+type coordinatorRun struct {
+	e          *env
+	s          *sink
+	rd         *runningDispatcher
+	group      map[string]string
+	gensBefore float64
+	ids        []string
+}
+
+// startCoordinatorRun starts a dispatcher whose session and rebalance timeouts are timeout
+// and waits until its subscriber delivers.
+func startCoordinatorRun(t *testing.T, k *kafkatest.Kafka, timeout time.Duration) *coordinatorRun {
+	t.Helper()
+	r := &coordinatorRun{e: newEnv(t, k, 2), s: newSink(t, nil)}
+	r.rd = r.e.start(func(c *Config) {
+		c.SessionTimeout = timeout
+		c.RebalanceTimeout = timeout
+	})
+	sp := sub("uid", 1, r.s.URL)
+	r.rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
+	r.rd.waitReady(t, sp)
+	r.ids = append(r.e.produce(0, 5), r.e.produce(1, 5)...)
+	r.s.waitIDs(t, r.ids, 10*time.Second)
+	r.group = map[string]string{"consumer": naming.GroupID(testNS, r.e.name, sp.UID)}
+	r.gensBefore, _ = metricValue(t, r.rd, MetricGenerations, r.group)
+	return r
+}
+
+// waitNewGeneration waits until the group has joined a generation after the first.
+func (r *coordinatorRun) waitNewGeneration(t *testing.T) {
+	t.Helper()
+	poll.Eventually(t, 15*time.Second, "a new generation", func() error {
+		if gens, _ := metricValue(t, r.rd, MetricGenerations, r.group); gens <= r.gensBefore {
+			return fmt.Errorf("generations %v, want more than %v", gens, r.gensBefore)
+		}
+		return nil
+	})
+}
+
+// waitRefused waits until loseCoordinator has refused a heartbeat.
+func waitRefused(t *testing.T, lost *atomic.Int64) {
+	t.Helper()
 	poll.Eventually(t, 10*time.Second, "a heartbeat refused", func() error {
 		if lost.Load() == 0 {
 			return errors.New("no heartbeat yet")
 		}
 		return nil
 	})
-
-	// A new generation, long before the old member's 40 s run out (the partitions are carried
-	// meanwhile, so delivering alone would not show it), and delivery in it.
-	poll.Eventually(t, 15*time.Second, "a new generation", func() error {
-		if gens, _ := metricValue(t, rd, MetricGenerations, group); gens <= gensBefore {
-			return fmt.Errorf("generations %v, want more than %v", gens, gensBefore)
-		}
-		return nil
-	})
-	ids = append(ids, e.produce(0, 5)...)
-	ids = append(ids, e.produce(1, 5)...)
-	s.waitIDs(t, ids, 10*time.Second)
 }
 
 // loseCoordinator makes the group coordinator unavailable from the next heartbeat on: for
@@ -127,29 +156,13 @@ func TestCoordinatorUnknownKeepsDelivering(t *testing.T) {
 		t.Skip("waits through a coordinator outage")
 	}
 	k := kafkatest.Start(t)
-	e := newEnv(t, k, 2)
-	s := newSink(t, nil)
 	// The session and rebalance timeouts bound carrying (29 s here), well past the outage.
-	rd := e.start(func(c *Config) {
-		c.SessionTimeout = 30 * time.Second
-		c.RebalanceTimeout = 30 * time.Second
-	})
-	sp := sub("uid", 1, s.URL)
-	rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
-	rd.waitReady(t, sp)
-	ids := append(e.produce(0, 5), e.produce(1, 5)...)
-	s.waitIDs(t, ids, 10*time.Second)
-	group := map[string]string{"consumer": naming.GroupID(testNS, e.name, sp.UID)}
-	gensBefore, _ := metricValue(t, rd, MetricGenerations, group)
+	r := startCoordinatorRun(t, k, 30*time.Second)
+	e, s, rd, group, gensBefore, ids := r.e, r.s, r.rd, r.group, r.gensBefore, r.ids
 
 	const outage = 12 * time.Second
 	lost := loseCoordinator(k, outage, outage, nil)
-	poll.Eventually(t, 10*time.Second, "a heartbeat refused", func() error {
-		if lost.Load() == 0 {
-			return errors.New("no heartbeat yet")
-		}
-		return nil
-	})
+	waitRefused(t, lost)
 	// kafka-go has ended the generation by now (its heartbeat failed).
 	time.Sleep(500 * time.Millisecond)
 	during := append(e.produce(0, 10), e.produce(1, 10)...)
@@ -170,12 +183,7 @@ func TestCoordinatorUnknownKeepsDelivering(t *testing.T) {
 	ids = append(ids, e.produce(0, 5)...)
 	ids = append(ids, e.produce(1, 5)...)
 	s.waitIDs(t, ids, outage+15*time.Second)
-	poll.Eventually(t, 15*time.Second, "a new generation", func() error {
-		if gens, _ := metricValue(t, rd, MetricGenerations, group); gens <= gensBefore {
-			return fmt.Errorf("generations %v, want more than %v", gens, gensBefore)
-		}
-		return nil
-	})
+	r.waitNewGeneration(t)
 	// What was delivered while carried is committed (in the old generation, or at the start
 	// of the new one), not delivered again.
 	got := s.ids()
@@ -304,13 +312,7 @@ func TestCoordinatorUnknownOrderedNeverTwoDeliverers(t *testing.T) {
 	// heartbeats fail for 3 s more, so it still sees no coordinator when the other has taken
 	// its partition over.
 	const findFor, beatFor = 9 * time.Second, 12 * time.Second
-	lost := loseCoordinator(k, findFor, beatFor, func(string) bool { return true })
-	poll.Eventually(t, 10*time.Second, "a heartbeat refused", func() error {
-		if lost.Load() == 0 {
-			return errors.New("no heartbeat yet")
-		}
-		return nil
-	})
+	waitRefused(t, loseCoordinator(k, findFor, beatFor, func(string) bool { return true }))
 	time.Sleep(beatFor + 5*time.Second)
 	close(stop)
 	<-produced
