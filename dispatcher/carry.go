@@ -39,9 +39,23 @@ import (
 // bound counted from the load's end, which is after that answer. (The old coordinator cannot
 // hand the partitions out meanwhile: a rebalance's assignment reaches members only once it is
 // written to the group's log, whose leader it no longer is.) Past it another member may own the partition, and
-// ordered delivery must never have two deliverers. Offsets handled while carrying that could
-// not be committed are kept and committed in the next generation if this member is assigned the
-// partition again; otherwise the partition's next owner redelivers them (at-least-once).
+// ordered delivery must never have two deliverers.
+//
+// A heartbeat whose coordinator, as a reachable broker names it, refuses the connection moves
+// the deadline on the same way, up to CarryWhileCoordinatorDown after the last answered
+// heartbeat: nothing listens at the coordinator's address, so no process holds the group's
+// sessions, and whichever broker serves the group next loads it from its log and starts every
+// session afresh. This is what a controller quorum lost together with the coordinator's broker
+// looks like: the surviving brokers go on naming the dead one until the quorum is back and has
+// fenced it, tens of seconds in which the partitions' leaders may be alive and taking events.
+// The one case a refusal cannot be told from is a coordinator alive for the other members and
+// behind a rule that rejects this member's connections (a firewall's REJECT): the group may
+// then hand the partitions on after the session while this member still carries them, until
+// the limit; a deployment that filters that way sets the limit negative.
+//
+// Offsets handled while carrying that could not be committed are kept and committed in the
+// next generation if this member is assigned the partition again; otherwise the partition's
+// next owner redelivers them (at-least-once).
 
 // ownHeartbeatInterval spaces the member's own heartbeats: the carry deadline is at most this
 // much earlier than it could be, and it costs one request a second per subscription.
@@ -93,10 +107,26 @@ func (s *subscription) carryBound() time.Duration {
 	return min(s.d.cfg.SessionTimeout, s.d.cfg.RebalanceTimeout) - carryMargin
 }
 
-// extendsCarry tells a heartbeat answer that moves the carry deadline to its send time +
-// carryBound: the new coordinator is loading the group (see above).
-func extendsCarry(err error) bool {
-	return errors.Is(err, kafka.GroupLoadInProgress)
+// extendCarry returns the carry deadline after a heartbeat sent at sent failed with err: its
+// send time + carryBound when the new coordinator is loading the group, or when the coordinator
+// refused the connection, then no later than CarryWhileCoordinatorDown after the last answered
+// heartbeat (see above).
+func (s *subscription) extendCarry(gs *genState, deadline, sent time.Time, err error) time.Time {
+	next := sent.Add(s.carryBound())
+	switch {
+	case errors.Is(err, kafka.GroupLoadInProgress):
+	case errors.Is(err, errCoordinatorRefused):
+		at := gs.lastAnswered.Load()
+		if at == 0 {
+			return deadline
+		}
+		if limit := time.Unix(0, at).Add(s.d.cfg.CarryWhileCoordinatorDown); limit.Before(next) {
+			next = limit
+		}
+	default:
+		return deadline
+	}
+	return later(deadline, next)
 }
 
 // shouldCarry decides, as a generation ends, whether its partitions carry on: only when no
@@ -115,9 +145,7 @@ func (s *subscription) shouldCarry(ctx context.Context, gs *genState) (time.Time
 	if !errors.Is(err, errNoCoordinator) {
 		return deadline, false
 	}
-	if extendsCarry(err) {
-		deadline = later(deadline, sent.Add(s.carryBound()))
-	}
+	deadline = s.extendCarry(gs, deadline, sent, err)
 	s.log.Info("no group coordinator answers: carrying on with the assigned partitions", "generation", gs.gen.ID,
 		"until", deadline.UTC().Format(time.RFC3339Nano), "error", s.d.cfg.Explain(err).Error())
 	return deadline, time.Until(deadline) > 0
@@ -178,9 +206,10 @@ func (s *subscription) carryUntil(ctx context.Context, gs *genState, deadline *t
 			}
 			return "the coordinator answers: " + err.Error()
 		}
-		if extendsCarry(err) && sent.Add(s.carryBound()).After(*deadline) {
-			*deadline = sent.Add(s.carryBound())
-			s.log.V(1).Info("the new group coordinator is loading the group: carrying on", "until", deadline.UTC().Format(time.RFC3339Nano))
+		if next := s.extendCarry(gs, *deadline, sent, err); next.After(*deadline) {
+			*deadline = next
+			s.log.V(1).Info("the group coordinator is loading the group or gone: carrying on", "until", deadline.UTC().Format(time.RFC3339Nano),
+				"error", s.d.cfg.Explain(err).Error())
 		}
 	}
 }

@@ -3,6 +3,7 @@ package dispatcher
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -387,4 +388,128 @@ func TestCoordinatorLoadingExtendsTheCarry(t *testing.T) {
 	if c, _ := metricValue(t, rd, MetricCarries, nil); c < 1 {
 		t.Errorf("%s = %v, want at least 1", MetricCarries, c)
 	}
+}
+
+// When the coordinator's broker dies with the controller quorum (two of three brokers), the
+// surviving brokers go on naming it as the group's coordinator until the quorum is back, and
+// its address refuses connections: no process holds the group's sessions, so the member
+// carries on past the bound counted from its last answered heartbeat (carry.go). Here for
+// 10 s, twice the 5 s bound of the 6 s session.
+func TestCoordinatorRefusingExtendsTheCarry(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("injects faults into the in-process broker")
+	}
+	if testing.Short() {
+		t.Skip("waits through a coordinator outage")
+	}
+	k := kafkatest.Start(t)
+	r := startCoordinatorRun(t, k, 6*time.Second) // the bound is 5 s
+	e, s, rd := r.e, r.s, r.rd
+
+	const down = 10 * time.Second
+	host, port := refusingAddress(t)
+	lost := loseCoordinator(k, 0, down, nil)
+	named := namedCoordinator(k, lost, down, host, port)
+	waitRefused(t, lost)
+	// Past the 5 s bound, still inside the outage: delivered while carried.
+	time.Sleep(6500 * time.Millisecond)
+	late := append(e.produce(0, 5), e.produce(1, 5)...)
+	if left := down - time.Since(time.Unix(0, lost.Load())) - 500*time.Millisecond; left > 0 {
+		s.waitIDs(t, late, left)
+	} else {
+		t.Fatal("the machine is too slow to produce within the outage")
+	}
+	if named.Load() == 0 {
+		t.Fatal("no lookup was answered with the dead coordinator: the fault did not happen")
+	}
+	if c, _ := metricValue(t, rd, MetricCarries, r.group); c < 1 {
+		t.Errorf("%s = %v, want at least 1", MetricCarries, c)
+	}
+	// Once the coordinator answers again (it timed the member out meanwhile), the group joins
+	// again and delivers on.
+	r.ids = append(r.ids, late...)
+	r.ids = append(r.ids, e.produce(0, 5)...)
+	r.ids = append(r.ids, e.produce(1, 5)...)
+	s.waitIDs(t, r.ids, 30*time.Second)
+	r.waitNewGeneration(t)
+}
+
+// With the limit negative, a refusing coordinator moves nothing: carrying ends at the bound.
+func TestCoordinatorRefusingCarryLimitNegative(t *testing.T) {
+	if kafkatest.External() {
+		t.Skip("injects faults into the in-process broker")
+	}
+	if testing.Short() {
+		t.Skip("waits through a coordinator outage")
+	}
+	k := kafkatest.Start(t)
+	r := &coordinatorRun{e: newEnv(t, k, 2), s: newSink(t, nil)}
+	r.rd = r.e.start(func(c *Config) {
+		c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 6*time.Second
+		c.CarryWhileCoordinatorDown = -1
+	})
+	sp := sub("uid", 1, r.s.URL)
+	r.rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
+	r.rd.waitReady(t, sp)
+	r.s.waitIDs(t, append(r.e.produce(0, 5), r.e.produce(1, 5)...), 10*time.Second)
+
+	const down = 12 * time.Second
+	host, port := refusingAddress(t)
+	lost := loseCoordinator(k, 0, down, nil)
+	namedCoordinator(k, lost, down, host, port)
+	waitRefused(t, lost)
+	time.Sleep(7 * time.Second)
+	late := append(r.e.produce(0, 5), r.e.produce(1, 5)...)
+	time.Sleep(down - time.Since(time.Unix(0, lost.Load())) - 500*time.Millisecond)
+	if got := r.s.ids(); len(got) > 0 {
+		for _, id := range late {
+			if got[id] > 0 {
+				t.Fatalf("%s delivered during the outage past the bound, with carrying past it turned off", id)
+			}
+		}
+	}
+	r.s.waitIDs(t, late, 30*time.Second)
+}
+
+// refusingAddress is an address on which nothing listens: connections to it are refused.
+func refusingAddress(t *testing.T) (string, int32) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := l.Addr().(*net.TCPAddr)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return a.IP.String(), int32(a.Port)
+}
+
+// namedCoordinator answers every coordinator lookup with host:port while the outage that
+// lost reports lasts (down from its start), as a broker whose metadata still names a dead
+// coordinator does. It returns how many lookups it answered so.
+func namedCoordinator(k *kafkatest.Kafka, lost *atomic.Int64, down time.Duration, host string, port int32) *atomic.Int64 {
+	var named atomic.Int64
+	k.Cluster.ControlKey(int16(kmsg.FindCoordinator), func(r kmsg.Request) (kmsg.Response, error, bool) {
+		k.Cluster.KeepControl()
+		at := lost.Load()
+		if at == 0 || time.Since(time.Unix(0, at)) >= down {
+			return nil, nil, false
+		}
+		req := r.(*kmsg.FindCoordinatorRequest)
+		res := req.ResponseKind().(*kmsg.FindCoordinatorResponse)
+		res.NodeID, res.Host, res.Port = 99, host, port
+		keys := req.CoordinatorKeys
+		if len(keys) == 0 {
+			keys = []string{req.CoordinatorKey}
+		}
+		for _, key := range keys {
+			c := kmsg.NewFindCoordinatorResponseCoordinator()
+			c.Key, c.NodeID, c.Host, c.Port = key, 99, host, port
+			res.Coordinators = append(res.Coordinators, c)
+		}
+		named.Add(1)
+		return res, nil, true
+	})
+	return &named
 }

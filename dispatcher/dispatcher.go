@@ -51,6 +51,11 @@ const (
 	DefaultHeartbeatInterval = time.Second
 	// DefaultRebalanceTimeout fits the default drain (see FinalCommitRoom).
 	DefaultRebalanceTimeout = 15 * time.Second
+	// DefaultCarryWhileCoordinatorDown covers a controller quorum lost with the coordinator's
+	// broker (no other broker takes the group over until the quorum is back and has fenced it)
+	// and a broker's restart, and bounds the duplicates of the one case it cannot tell from
+	// those (carry.go).
+	DefaultCarryWhileCoordinatorDown = 2 * time.Minute
 	// DefaultJoinGroupBackoff spaces kafka-go's attempts to join while the coordinator cannot
 	// be reached: after a broker failure the group waits for the new coordinator at most this
 	// long past its election. An attempt is one connection and one small request (with
@@ -114,6 +119,10 @@ type Config struct {
 	SessionTimeout, HeartbeatInterval, RebalanceTimeout, JoinGroupBackoff time.Duration
 	// PartitionWatchInterval is how often the topic is checked for added partitions.
 	PartitionWatchInterval time.Duration
+	// CarryWhileCoordinatorDown is how long after its last answered heartbeat a member may
+	// carry its partitions while the coordinator a broker names refuses connections, past the
+	// session bound (carry.go); 0: DefaultCarryWhileCoordinatorDown, negative: never past it.
+	CarryWhileCoordinatorDown time.Duration
 
 	// Features is config-features, followed live; nil means its defaults.
 	Features *features.Live
@@ -254,6 +263,9 @@ func New(cfg Config) (*Dispatcher, error) {
 	setDefault(&cfg.RebalanceTimeout, DefaultRebalanceTimeout)
 	setDefault(&cfg.JoinGroupBackoff, DefaultJoinGroupBackoff)
 	setDefault(&cfg.PartitionWatchInterval, DefaultPartitionWatch)
+	if cfg.CarryWhileCoordinatorDown == 0 {
+		cfg.CarryWhileCoordinatorDown = DefaultCarryWhileCoordinatorDown
+	}
 	if cfg.MaxInFlight <= 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}

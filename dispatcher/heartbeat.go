@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -52,6 +53,10 @@ func newOwnHeartbeat(group string, dialer *kafka.Dialer, newClient func() *kafka
 
 // errNoCoordinator is what beat returns when no broker answered as the group's coordinator.
 var errNoCoordinator = errors.New("no coordinator answered for the consumer group")
+
+// errCoordinatorRefused is in what beat returns when a broker named the coordinator and the
+// coordinator's address refused the connection: no process listens there (carry.go).
+var errCoordinatorRefused = errors.New("the coordinator a broker named refused the connection")
 
 // beat sends one heartbeat for the member of a generation. It returns the coordinator's
 // answer (nil or a kafka.Error such as RebalanceInProgress, IllegalGeneration,
@@ -119,6 +124,9 @@ func (h *ownHeartbeat) connect(ctx context.Context) error {
 	address := net.JoinHostPort(res.Coordinator.Host, strconv.Itoa(res.Coordinator.Port))
 	pc, err := dialProtocol(ctx, h.dialer, address)
 	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return fmt.Errorf("%w (node %d, %s): %w", errCoordinatorRefused, res.Coordinator.NodeID, address, err)
+		}
 		return err
 	}
 	h.conn, h.address = pc, address

@@ -37,13 +37,14 @@ import (
 )
 
 type options struct {
-	namespace, name, topic string
-	secretDir              string
-	maxInFlight            int
-	commitInterval         time.Duration
-	drainTimeout           time.Duration
-	sessionTimeout         time.Duration
-	logLevel               string
+	namespace, name, topic    string
+	secretDir                 string
+	maxInFlight               int
+	commitInterval            time.Duration
+	drainTimeout              time.Duration
+	sessionTimeout            time.Duration
+	carryWhileCoordinatorDown time.Duration
+	logLevel                  string
 }
 
 func main() {
@@ -60,6 +61,8 @@ func main() {
 		"on shutdown or rebalance, how long deliveries in flight may finish before they are left to the next owner; must end 5s before the session timeout")
 	flag.DurationVar(&o.sessionTimeout, "session-timeout", dispatcher.DefaultSessionTimeout,
 		"Kafka consumer group session timeout: how soon a vanished replica's partitions move")
+	flag.DurationVar(&o.carryWhileCoordinatorDown, "carry-while-coordinator-down", dispatcher.DefaultCarryWhileCoordinatorDown,
+		"how long after its last answered heartbeat a subscriber goes on delivering its partitions while the group coordinator's broker refuses connections; negative: no longer than the session")
 	flag.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 
@@ -119,21 +122,22 @@ func run(ctx context.Context, o options, kubeConfig func() (*rest.Config, error)
 		return fmt.Errorf("creating the Kubernetes clientset: %w", err)
 	}
 	d, err := dispatcher.New(dispatcher.Config{
-		Brokers:          kc.Brokers,
-		Dialer:           kc.Dialer(),
-		Transport:        kc.Transport(o.topic),
-		Explain:          kc.Explain,
-		ChannelNamespace: o.namespace,
-		ChannelName:      o.name,
-		Topic:            o.topic,
-		Registry:         obs.Registry,
-		Log:              log,
-		MaxInFlight:      o.maxInFlight,
-		CommitInterval:   o.commitInterval,
-		DrainTimeout:     o.drainTimeout,
-		SessionTimeout:   o.sessionTimeout,
-		Features:         features.Watch(ctx, obs.ConfigDir(), 0, log, obs.Registry),
-		Tokens:           &oidc.TokenProvider{Client: clientset},
+		Brokers:                   kc.Brokers,
+		Dialer:                    kc.Dialer(),
+		Transport:                 kc.Transport(o.topic),
+		Explain:                   kc.Explain,
+		ChannelNamespace:          o.namespace,
+		ChannelName:               o.name,
+		Topic:                     o.topic,
+		Registry:                  obs.Registry,
+		Log:                       log,
+		MaxInFlight:               o.maxInFlight,
+		CommitInterval:            o.commitInterval,
+		DrainTimeout:              o.drainTimeout,
+		SessionTimeout:            o.sessionTimeout,
+		CarryWhileCoordinatorDown: o.carryWhileCoordinatorDown,
+		Features:                  features.Watch(ctx, obs.ConfigDir(), 0, log, obs.Registry),
+		Tokens:                    &oidc.TokenProvider{Client: clientset},
 	})
 	if err != nil {
 		return err
