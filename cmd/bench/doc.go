@@ -525,6 +525,11 @@ and the senders as well as the code under test).
   third of the allocations per record, yet six interleaved pairs per Kafka on a quiet machine
   (section "Before and after this round" above) show P1 unchanged, 1.00 and 1.01 of before:
   what bounds P1 is the HTTP exchange per event on the cores the sink and the broker share.
+  Nor is it the goroutine started per record: delivery workers kept across records (so a
+  stack grown through the HTTP client stays grown), in six interleaved pairs on a quiet
+  machine, gave P1 32.7k/s against 31.9k/s (medians, +2.5%), 0.72-0.81 of H against
+  0.71-0.76, and P8 -2.7%: inside the noise, so the simpler goroutine per record stays (the Go
+  runtime already starts goroutines with the average stack size it has seen).
   A second pair of profiles covered only the POST window and only the dispatcher window of one
   P1 run of 60k events. The POST window used 3.03 CPU-seconds, 50 us per event, for senders,
   sink and reading the records. The dispatcher window used 5.04 CPU-seconds, 84 us per event.
