@@ -51,12 +51,7 @@ func frozenBroker(t *testing.T) string {
 // join, so without the broker watch the subscriber never even starts; with it, the frozen
 // broker is skipped after its first timeout and everything is delivered.
 func TestFirstBrokerFrozenIsSkipped(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("puts a frozen broker in front of the in-process one")
-	}
-	if testing.Short() {
-		t.Skip("waits for request timeouts")
-	}
+	skipUnlessInProcessLong(t, "puts a frozen broker in front of the in-process one", "waits for request timeouts")
 	k := kafkatest.Start(t)
 	e := newEnv(t, k, 2)
 	s := newSink(t, nil)

@@ -30,12 +30,7 @@ import (
 // here). The member's process knows its old id, so delivery must resume as soon as the
 // coordinator answers again, not when the old member times out.
 func TestCoordinatorLostRejoinsWithoutWaitingForTheOldMember(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("injects faults into the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits for a rejoin")
-	}
+	skipUnlessInProcessLong(t, "injects faults into the in-process broker", "waits for a rejoin")
 	k := kafkatest.Start(t)
 	// Both timeouts far longer than the deadline below: only leaving the old member in time
 	// lets the rejoin finish within it.
@@ -65,13 +60,16 @@ type coordinatorRun struct {
 }
 
 // startCoordinatorRun starts a dispatcher whose session and rebalance timeouts are timeout
-// and waits until its subscriber delivers.
-func startCoordinatorRun(t *testing.T, k *kafkatest.Kafka, timeout time.Duration) *coordinatorRun {
+// (opts change its Config further) and waits until its subscriber delivers.
+func startCoordinatorRun(t *testing.T, k *kafkatest.Kafka, timeout time.Duration, opts ...func(*Config)) *coordinatorRun {
 	t.Helper()
 	r := &coordinatorRun{e: newEnv(t, k, 2), s: newSink(t, nil)}
 	r.rd = r.e.start(func(c *Config) {
 		c.SessionTimeout = timeout
 		c.RebalanceTimeout = timeout
+		for _, o := range opts {
+			o(c)
+		}
 	})
 	sp := sub("uid", 1, r.s.URL)
 	r.rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
@@ -150,12 +148,7 @@ func loseCoordinator(k *kafkatest.Kafka, findFor, beatFor time.Duration, victim 
 // While no coordinator answers, the partitions' leaders are alive and events keep coming:
 // the member goes on delivering them (carry.go) instead of waiting for the group to rejoin.
 func TestCoordinatorUnknownKeepsDelivering(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("injects faults into the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits through a coordinator outage")
-	}
+	skipUnlessInProcessLong(t, "injects faults into the in-process broker", "waits through a coordinator outage")
 	k := kafkatest.Start(t)
 	// The session and rebalance timeouts bound carrying (29 s here), well past the outage.
 	r := startCoordinatorRun(t, k, 30*time.Second)
@@ -258,12 +251,7 @@ func (l *deliveryLog) missing(ids []string) int {
 // the other member, and an ordered channel must never have two members delivering one
 // partition at the same time.
 func TestCoordinatorUnknownOrderedNeverTwoDeliverers(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("injects faults into the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits through a coordinator outage")
-	}
+	skipUnlessInProcessLong(t, "injects faults into the in-process broker", "waits through a coordinator outage")
 	k := kafkatest.Start(t)
 	e := newEnv(t, k, 2)
 	log := &deliveryLog{seen: map[string]bool{}}
@@ -344,12 +332,7 @@ func TestCoordinatorUnknownOrderedNeverTwoDeliverers(t *testing.T) {
 // from its last answered heartbeat (carry.go). Here every heartbeat is answered so for 10 s,
 // twice the 5 s bound of the 6 s session.
 func TestCoordinatorLoadingExtendsTheCarry(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("injects faults into the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits through a coordinator outage")
-	}
+	skipUnlessInProcessLong(t, "injects faults into the in-process broker", "waits through a coordinator outage")
 	k := kafkatest.Start(t)
 	e := newEnv(t, k, 2)
 	s := newSink(t, nil)
@@ -379,12 +362,7 @@ func TestCoordinatorLoadingExtendsTheCarry(t *testing.T) {
 	})
 	// Past the 5 s bound, still inside the load: delivered while carried.
 	time.Sleep(6500 * time.Millisecond)
-	late := append(e.produce(0, 5), e.produce(1, 5)...)
-	if left := loading - time.Since(time.Unix(0, loadingSince.Load())) - 500*time.Millisecond; left > 0 {
-		s.waitIDs(t, late, left)
-	} else {
-		t.Fatal("the machine is too slow to produce within the load")
-	}
+	deliveredWithin(t, e, s, time.Unix(0, loadingSince.Load()), loading, "load")
 	if c, _ := metricValue(t, rd, MetricCarries, nil); c < 1 {
 		t.Errorf("%s = %v, want at least 1", MetricCarries, c)
 	}
@@ -396,12 +374,7 @@ func TestCoordinatorLoadingExtendsTheCarry(t *testing.T) {
 // carries on past the bound counted from its last answered heartbeat (carry.go). Here for
 // 10 s, twice the 5 s bound of the 6 s session.
 func TestCoordinatorRefusingExtendsTheCarry(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("injects faults into the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits through a coordinator outage")
-	}
+	skipUnlessInProcessLong(t, "injects faults into the in-process broker", "waits through a coordinator outage")
 	k := kafkatest.Start(t)
 	r := startCoordinatorRun(t, k, 6*time.Second) // the bound is 5 s
 	e, s, rd := r.e, r.s, r.rd
@@ -413,12 +386,7 @@ func TestCoordinatorRefusingExtendsTheCarry(t *testing.T) {
 	waitRefused(t, lost)
 	// Past the 5 s bound, still inside the outage: delivered while carried.
 	time.Sleep(6500 * time.Millisecond)
-	late := append(e.produce(0, 5), e.produce(1, 5)...)
-	if left := down - time.Since(time.Unix(0, lost.Load())) - 500*time.Millisecond; left > 0 {
-		s.waitIDs(t, late, left)
-	} else {
-		t.Fatal("the machine is too slow to produce within the outage")
-	}
+	late := deliveredWithin(t, e, s, time.Unix(0, lost.Load()), down, "outage")
 	if named.Load() == 0 {
 		t.Fatal("no lookup was answered with the dead coordinator: the fault did not happen")
 	}
@@ -436,22 +404,9 @@ func TestCoordinatorRefusingExtendsTheCarry(t *testing.T) {
 
 // With the limit negative, a refusing coordinator moves nothing: carrying ends at the bound.
 func TestCoordinatorRefusingCarryLimitNegative(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("injects faults into the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits through a coordinator outage")
-	}
+	skipUnlessInProcessLong(t, "injects faults into the in-process broker", "waits through a coordinator outage")
 	k := kafkatest.Start(t)
-	r := &coordinatorRun{e: newEnv(t, k, 2), s: newSink(t, nil)}
-	r.rd = r.e.start(func(c *Config) {
-		c.SessionTimeout, c.RebalanceTimeout = 6*time.Second, 6*time.Second
-		c.CarryWhileCoordinatorDown = -1
-	})
-	sp := sub("uid", 1, r.s.URL)
-	r.rd.Update(Channel{Subscribers: []v1beta1.SubscriberSpec{sp}})
-	r.rd.waitReady(t, sp)
-	r.s.waitIDs(t, append(r.e.produce(0, 5), r.e.produce(1, 5)...), 10*time.Second)
+	r := startCoordinatorRun(t, k, 6*time.Second, func(c *Config) { c.CarryWhileCoordinatorDown = -1 })
 
 	const down = 12 * time.Second
 	host, port := refusingAddress(t)
@@ -469,6 +424,19 @@ func TestCoordinatorRefusingCarryLimitNegative(t *testing.T) {
 		}
 	}
 	r.s.waitIDs(t, late, 30*time.Second)
+}
+
+// deliveredWithin produces five events to each partition and waits until the subscriber has
+// them, no later than 500 ms before the end of the fault (what) that began at since and lasts.
+func deliveredWithin(t *testing.T, e *env, s *sink, since time.Time, lasts time.Duration, what string) []string {
+	t.Helper()
+	ids := append(e.produce(0, 5), e.produce(1, 5)...)
+	left := lasts - time.Since(since) - 500*time.Millisecond
+	if left <= 0 {
+		t.Fatalf("the machine is too slow to produce within the %s", what)
+	}
+	s.waitIDs(t, ids, left)
+	return ids
 }
 
 // refusingAddress is an address on which nothing listens: connections to it are refused.

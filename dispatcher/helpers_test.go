@@ -44,6 +44,18 @@ var channelSeq struct {
 	n int
 }
 
+// skipUnlessInProcessLong skips a test that injects faults into the in-process broker when the
+// tests run against an external Kafka (why) or under -short (long: what takes the time).
+func skipUnlessInProcessLong(t *testing.T, why, long string) {
+	t.Helper()
+	if kafkatest.External() {
+		t.Skip(why)
+	}
+	if testing.Short() {
+		t.Skip(long)
+	}
+}
+
 func newEnv(t *testing.T, k *kafkatest.Kafka, partitions int) *env {
 	t.Helper()
 	channelSeq.Lock()

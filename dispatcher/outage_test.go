@@ -29,12 +29,7 @@ func freePort(t *testing.T) int {
 // The broker goes away and comes back with its data: the running dispatcher carries on without
 // a restart and delivers everything produced before and after.
 func TestRecoversFromBrokerRestart(t *testing.T) {
-	if kafkatest.External() {
-		t.Skip("restarts the in-process broker")
-	}
-	if testing.Short() {
-		t.Skip("waits for reconnects")
-	}
+	skipUnlessInProcessLong(t, "restarts the in-process broker", "waits for reconnects")
 	dir := t.TempDir()
 	port := freePort(t)
 	opts := []kfake.Opt{kfake.DataDir(dir), kfake.Ports(port)}
