@@ -116,11 +116,8 @@ func (s *subscription) extendCarry(gs *genState, deadline, sent time.Time, err e
 	switch {
 	case errors.Is(err, kafka.GroupLoadInProgress):
 	case errors.Is(err, errCoordinatorRefused):
-		at := gs.lastAnswered.Load()
-		if at == 0 {
-			return deadline
-		}
-		if limit := time.Unix(0, at).Add(s.d.cfg.CarryWhileCoordinatorDown); limit.Before(next) {
+		// Without an answered heartbeat the limit lies in 1970, so nothing moves.
+		if limit := time.Unix(0, gs.lastAnswered.Load()).Add(s.d.cfg.CarryWhileCoordinatorDown); limit.Before(next) {
 			next = limit
 		}
 	default:
